@@ -1,0 +1,11 @@
+//! The trust core shared by `ca-tool` and `peer-gateway`.
+//!
+//! Identity (node ids, distinguished names, fingerprints), certificate
+//! profiles, passphrase-protected key storage, bundles, the issuance database
+//! and the chain validator live here so that the offline CA and the gateway
+//! can never disagree about what a valid peer is.
+
+pub mod fsutil;
+pub mod keys;
+pub mod pemfile;
+pub mod signature;
