@@ -1,1 +1,357 @@
-fn main() {}
+//! `ca-tool`: the offline root CA of a peer-link node.
+//!
+//! Runs on an air-gapped laptop: no command touches the network, the root key
+//! is only ever stored encrypted, and every command either completes or leaves
+//! the CA directory exactly as it was.
+
+mod cadir;
+mod commands;
+mod error;
+mod passphrase;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Offline root CA for private mutual-TLS peer links.
+///
+/// A CA directory holds the root certificate, the passphrase-encrypted root key
+/// under private/, the issuance database and the partners. Everything outside
+/// private/ is public and is what gateway hosts read.
+#[derive(Parser, Debug)]
+#[command(name = "ca-tool", version, about, long_about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the passphrase comes from.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PassphraseArg {
+    /// Read the root key passphrase from this file (first line); otherwise ask on the terminal.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// Key types for `init`.
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum KeyTypeArg {
+    /// ECDSA P-256 (default)
+    EcdsaP256,
+    /// ECDSA P-384
+    EcdsaP384,
+    /// Ed25519
+    Ed25519,
+    /// RSA 2048
+    #[value(name = "rsa-2048")]
+    Rsa2048,
+    /// RSA 3072 (Swaptacular's choice)
+    #[value(name = "rsa-3072")]
+    Rsa3072,
+    /// RSA 4096
+    #[value(name = "rsa-4096")]
+    Rsa4096,
+}
+
+/// Purposes for `verify`.
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum PurposeArg {
+    /// TLS client (EKU clientAuth): a dialing peer's gateway
+    Client,
+    /// TLS server (EKU serverAuth): a gateway being dialed
+    Server,
+    /// No leaf purpose checks (e.g. to verify a cross-certificate)
+    Any,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a new root CA (refuses to touch an existing one).
+    Init {
+        /// CA directory to create (must not exist, or be empty).
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Network or registry name (O).
+        #[arg(long)]
+        org: String,
+        /// Role of this node (OU).
+        #[arg(long)]
+        unit: String,
+        /// Explicit node id (serialNumber); default: hex of the first 16 bytes of SHA-256 of the root key.
+        #[arg(long, value_name = "ID")]
+        node_id: Option<String>,
+        /// Root key type.
+        #[arg(long, value_enum, default_value = "ecdsa-p256")]
+        key_type: KeyTypeArg,
+        /// Validity of the root certificate in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+    },
+    /// Show this node's identity: DN, node id, fingerprint, validity, counts.
+    Info {
+        /// CA directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the bundle to send to partners: root certificate plus signed node info.
+    ExportBundle {
+        /// CA directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Output file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Gateway endpoint HOST:PORT partners should dial (repeatable).
+        #[arg(long = "endpoint", value_name = "HOST:PORT")]
+        endpoints: Vec<String>,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+    },
+    /// Check a partner's bundle and print its identity, without changing anything.
+    ShowBundle {
+        /// The partner's bundle.
+        #[arg(long, value_name = "FILE")]
+        bundle: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Verify a partner's bundle and issue their cross-certificate (name-constrained sub-CA).
+    SignPeer {
+        /// CA directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The partner's bundle.
+        #[arg(long, value_name = "FILE")]
+        bundle: PathBuf,
+        /// Where to write the cross-certificate for the partner.
+        #[arg(long, value_name = "CERT")]
+        out: PathBuf,
+        /// Validity in days (capped at both roots' expiry).
+        #[arg(long, default_value_t = 1825)]
+        days: u32,
+        /// Refuse unless the partner's root fingerprint is this (as read over the phone).
+        #[arg(long, value_name = "SHA256")]
+        expect_fingerprint: Option<String>,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+    },
+    /// Store the cross-certificate a partner issued to us, after checking it.
+    RegisterPeer {
+        /// CA directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The partner's bundle.
+        #[arg(long, value_name = "FILE")]
+        bundle: PathBuf,
+        /// The cross-certificate the partner issued to us.
+        #[arg(long, value_name = "CERT")]
+        cert: PathBuf,
+    },
+    /// Sign a gateway's CSR with the server profile.
+    SignServer {
+        /// CA directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// The CSR (PEM or DER).
+        #[arg(long, value_name = "FILE")]
+        csr: PathBuf,
+        /// Where to write the certificate.
+        #[arg(long, value_name = "CERT")]
+        out: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 90)]
+        days: u32,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+    },
+    /// List partners and issued certificates.
+    List {
+        /// CA directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a certificate or every certificate of a partner, and publish a new CRL.
+    Revoke {
+        /// CA directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Serial number (hex) of the certificate to revoke.
+        #[arg(
+            long,
+            value_name = "HEX",
+            conflicts_with = "peer",
+            required_unless_present = "peer"
+        )]
+        serial: Option<String>,
+        /// Node id of the partner to revoke.
+        #[arg(long, value_name = "NODE_ID")]
+        peer: Option<String>,
+        /// Reason: unspecified, key-compromise, ca-compromise, affiliation-changed,
+        /// superseded, cessation-of-operation, privilege-withdrawn.
+        #[arg(long, default_value = "unspecified")]
+        reason: String,
+        /// Validity of the new CRL in days.
+        #[arg(long, default_value_t = 30)]
+        crl_days: u32,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+    },
+    /// Publish a CRL (X.509 v2, CRL number, AKI).
+    Crl {
+        /// CA directory.
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
+        /// Output file (DIR/crl.pem is updated too).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Days until nextUpdate.
+        #[arg(long, default_value_t = 30)]
+        days: u32,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+    },
+    /// Validate a chain with the gateway's validator and print the reason for any rejection.
+    Verify {
+        /// The only trust anchor.
+        #[arg(long, value_name = "FILE")]
+        anchor: PathBuf,
+        /// Untrusted intermediate certificates (repeatable; files may hold several).
+        #[arg(long, value_name = "FILE")]
+        untrusted: Vec<PathBuf>,
+        /// CRLs to apply (repeatable).
+        #[arg(long, value_name = "FILE")]
+        crl: Vec<PathBuf>,
+        /// Validation time (RFC 3339); default now.
+        #[arg(long, value_name = "RFC3339")]
+        at: Option<String>,
+        /// What the leaf must be good for.
+        #[arg(long, value_enum, default_value = "any")]
+        purpose: PurposeArg,
+        /// The certificate to verify.
+        leaf: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            ExitCode::from(u8::try_from(e.code).unwrap_or(1))
+        }
+    }
+}
+
+async fn run(command: Command) -> error::CliResult {
+    use commands::*;
+    match command {
+        Command::Init {
+            dir,
+            org,
+            unit,
+            node_id,
+            key_type,
+            days,
+            passphrase,
+        } => {
+            init::run(
+                &dir,
+                &org,
+                &unit,
+                node_id.as_deref(),
+                key_type,
+                days,
+                &passphrase,
+            )
+            .await
+        }
+        Command::Info { dir, json } => info::run(&dir, json).await,
+        Command::ExportBundle {
+            dir,
+            out,
+            endpoints,
+            passphrase,
+        } => bundle::export(&dir, &out, &endpoints, &passphrase).await,
+        Command::ShowBundle { bundle, json } => bundle::show(&bundle, json),
+        Command::SignPeer {
+            dir,
+            bundle,
+            out,
+            days,
+            expect_fingerprint,
+            passphrase,
+        } => {
+            peer::sign(
+                &dir,
+                &bundle,
+                &out,
+                days,
+                expect_fingerprint.as_deref(),
+                &passphrase,
+            )
+            .await
+        }
+        Command::RegisterPeer { dir, bundle, cert } => peer::register(&dir, &bundle, &cert).await,
+        Command::SignServer {
+            dir,
+            csr,
+            out,
+            days,
+            passphrase,
+        } => server::sign(&dir, &csr, &out, days, &passphrase).await,
+        Command::List { dir, json } => list::run(&dir, json).await,
+        Command::Revoke {
+            dir,
+            serial,
+            peer,
+            reason,
+            crl_days,
+            passphrase,
+        } => {
+            revoke::revoke(
+                &dir,
+                serial.as_deref(),
+                peer.as_deref(),
+                &reason,
+                crl_days,
+                &passphrase,
+            )
+            .await
+        }
+        Command::Crl {
+            dir,
+            out,
+            days,
+            passphrase,
+        } => revoke::crl(&dir, &out, days, &passphrase).await,
+        Command::Verify {
+            anchor,
+            untrusted,
+            crl,
+            at,
+            purpose,
+            leaf,
+        } => verify::run(&anchor, &untrusted, &crl, at.as_deref(), purpose, &leaf),
+    }
+}

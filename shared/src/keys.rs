@@ -133,7 +133,9 @@ pub enum KeyError {
     #[error("wrong passphrase for {0} (or the key file is corrupt); nothing was changed")]
     WrongPassphrase(String),
     /// The file is not an encrypted PKCS#8 key.
-    #[error("{0}: not an encrypted private key (expected -----BEGIN ENCRYPTED PRIVATE KEY-----): {1}")]
+    #[error(
+        "{0}: not an encrypted private key (expected -----BEGIN ENCRYPTED PRIVATE KEY-----): {1}"
+    )]
     NotAnEncryptedKey(String, String),
     /// The file is not a private key of a supported kind.
     #[error("{0}: unsupported or malformed private key: {1}")]
@@ -251,7 +253,11 @@ impl PrivateKey {
     }
 
     /// Decrypts a PKCS#8 `ENCRYPTED PRIVATE KEY` PEM (ours or one `openssl pkcs8 -topk8` wrote).
-    pub fn from_encrypted_pem(pem_text: &[u8], passphrase: &[u8], name: &str) -> Result<PrivateKey, KeyError> {
+    pub fn from_encrypted_pem(
+        pem_text: &[u8],
+        passphrase: &[u8],
+        name: &str,
+    ) -> Result<PrivateKey, KeyError> {
         let text = std::str::from_utf8(pem_text)
             .map_err(|_| KeyError::NotAnEncryptedKey(name.into(), "not text".into()))?;
         let parsed = pem::parse(text)
@@ -305,7 +311,8 @@ mod tests {
             let key = PrivateKey::generate(kt).unwrap();
             let pem = key.to_encrypted_pem(b"correct horse").unwrap();
             assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
-            let back = PrivateKey::from_encrypted_pem(pem.as_bytes(), b"correct horse", "k").unwrap();
+            let back =
+                PrivateKey::from_encrypted_pem(pem.as_bytes(), b"correct horse", "k").unwrap();
             assert_eq!(back.key_type(), kt);
             assert_eq!(back.pkcs8_der(), key.pkcs8_der());
         }

@@ -5,7 +5,13 @@
 //! and the chain validator live here so that the offline CA and the gateway
 //! can never disagree about what a valid peer is.
 
+pub mod bundle;
+pub mod cadb;
+pub mod csr;
 pub mod fsutil;
+pub mod identity;
 pub mod keys;
 pub mod pemfile;
+pub mod profiles;
 pub mod signature;
+pub mod validate;

@@ -42,7 +42,9 @@ pub enum LoadError {
     #[error(transparent)]
     Io(#[from] crate::fsutil::FsError),
     /// Neither PEM with the expected label nor DER.
-    #[error("{source_name}: no {kind} found: expected PEM (-----BEGIN {label}-----) or DER{detail}")]
+    #[error(
+        "{source_name}: no {kind} found: expected PEM (-----BEGIN {label}-----) or DER{detail}"
+    )]
     NotFound {
         /// File name or description of the input.
         source_name: String,
@@ -91,7 +93,11 @@ pub fn load_one(path: &Path, kind: ObjectKind) -> Result<Vec<u8>, LoadError> {
 }
 
 /// Parses every object of `kind` in `bytes`: PEM blocks anywhere in text, or raw DER.
-pub fn parse_all(bytes: &[u8], kind: ObjectKind, source_name: &str) -> Result<Vec<Vec<u8>>, LoadError> {
+pub fn parse_all(
+    bytes: &[u8],
+    kind: ObjectKind,
+    source_name: &str,
+) -> Result<Vec<Vec<u8>>, LoadError> {
     // DER objects are a SEQUENCE; PEM is text. A leading 0x30 decides.
     if bytes.first() == Some(&0x30) {
         return Ok(vec![bytes.to_vec()]);

@@ -91,3 +91,17 @@ pub fn algorithm_contents(alg: &x509_parser::x509::AlgorithmIdentifier<'_>) -> V
     }
     out
 }
+
+/// The algorithm matching signatures that rcgen makes with a key of `key_type`
+/// (used for data the root key signs outside certificates, such as bundles).
+pub fn algorithm_for(
+    key_type: crate::keys::KeyType,
+) -> &'static dyn SignatureVerificationAlgorithm {
+    use crate::keys::KeyType;
+    match key_type {
+        KeyType::EcdsaP256 => algs::ECDSA_P256_SHA256,
+        KeyType::EcdsaP384 => algs::ECDSA_P384_SHA384,
+        KeyType::Ed25519 => algs::ED25519,
+        KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => algs::RSA_PKCS1_2048_8192_SHA256,
+    }
+}

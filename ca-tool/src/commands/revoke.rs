@@ -1,0 +1,158 @@
+//! `ca-tool revoke` and `ca-tool crl`.
+
+use std::path::Path;
+
+use shared::cadb::CaDb;
+use shared::fsutil::{self, PUBLIC_FILE_MODE};
+use shared::profiles::{pem_crl, Reason, RootSigner};
+use time::OffsetDateTime;
+
+use crate::cadir::{CaDir, CRL_FILE};
+use crate::error::{CliError, CliResult};
+use crate::PassphraseArg;
+
+/// Runs `revoke`: marks certificates revoked and publishes a fresh CRL to `DIR/crl.pem`.
+pub async fn revoke(
+    dir: &Path,
+    serial: Option<&str>,
+    peer: Option<&str>,
+    reason: &str,
+    crl_days: u32,
+    passphrase: &PassphraseArg,
+) -> CliResult {
+    let ca = CaDir::open(dir)?;
+    let mut db = ca.db().await?;
+    let reason = Reason::from_name(reason).ok_or_else(|| {
+        CliError::new(format!(
+            "unknown reason {reason:?}; use one of: {}",
+            Reason::ALL
+                .iter()
+                .map(|(_, n)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    shared::profiles::validity_days(crl_days)?;
+
+    // Work out what to revoke before asking for the passphrase.
+    let (serials, peer_id) = match (serial, peer) {
+        (Some(serial), _) => {
+            let cert = db.certificate(serial).await?.ok_or_else(|| {
+                CliError::new(format!(
+                    "no certificate with serial {serial} was issued by this CA (see ca-tool list)"
+                ))
+            })?;
+            if cert.kind == "root" {
+                return Err(CliError::new(
+                    "refusing to revoke the root certificate itself; retire the CA instead",
+                ));
+            }
+            if cert.status == "revoked" {
+                return Err(CliError::new(format!(
+                    "certificate {} is already revoked",
+                    cert.serial_hex
+                )));
+            }
+            (vec![cert.serial_hex], None)
+        }
+        (None, Some(node_id)) => {
+            let record = db.peer(node_id).await?.ok_or_else(|| {
+                CliError::new(format!("unknown peer {node_id} (see ca-tool list)"))
+            })?;
+            let serials: Vec<String> = db
+                .certificates()
+                .await?
+                .into_iter()
+                .filter(|c| c.peer_node_id.as_deref() == Some(node_id) && c.status == "valid")
+                .map(|c| c.serial_hex)
+                .collect();
+            if serials.is_empty() && record.status == "revoked" {
+                return Err(CliError::new(format!("peer {node_id} is already revoked")));
+            }
+            (serials, Some(node_id.to_string()))
+        }
+        (None, None) => return Err(CliError::new("give --serial HEX or --peer NODE_ID")),
+    };
+
+    let pass = crate::passphrase::obtain(passphrase.passphrase_file.as_deref(), false)?;
+    let signer = ca.signer(&pass)?;
+    let now = OffsetDateTime::now_utc();
+    db.begin().await?;
+    let result = async {
+        for s in &serials {
+            db.revoke_certificate(s, now, reason).await?;
+        }
+        if let Some(id) = &peer_id {
+            db.set_peer_status(id, "revoked", now).await?;
+        }
+        let (number, crl) = publish(&mut db, &signer, crl_days).await?;
+        fsutil::write_atomic(
+            &ca.dir.join(CRL_FILE),
+            pem_crl(&crl).as_bytes(),
+            PUBLIC_FILE_MODE,
+        )?;
+        Ok::<u64, CliError>(number)
+    }
+    .await;
+    let number = match result {
+        Ok(n) => {
+            db.commit().await?;
+            n
+        }
+        Err(e) => {
+            db.rollback().await;
+            return Err(e);
+        }
+    };
+    for s in &serials {
+        println!("Revoked certificate {s} ({}).", reason.name());
+    }
+    if let Some(id) = peer_id {
+        println!("Peer {id} is now revoked: gateways refuse it once they read this CA directory.");
+    }
+    println!(
+        "Published CRL #{number} to {}; copy the CA directory's public part to the gateways.",
+        ca.dir.join(CRL_FILE).display()
+    );
+    Ok(())
+}
+
+/// Runs `crl`: signs a CRL with the next number, writes it to `out` and `DIR/crl.pem`.
+pub async fn crl(dir: &Path, out: &Path, days: u32, passphrase: &PassphraseArg) -> CliResult {
+    let ca = CaDir::open(dir)?;
+    let mut db = ca.db().await?;
+    shared::profiles::validity_days(days)?;
+    let pass = crate::passphrase::obtain(passphrase.passphrase_file.as_deref(), false)?;
+    let signer = ca.signer(&pass)?;
+    db.begin().await?;
+    let result = async {
+        let (number, crl) = publish(&mut db, &signer, days).await?;
+        let pem = pem_crl(&crl);
+        fsutil::write_atomic(out, pem.as_bytes(), PUBLIC_FILE_MODE)?;
+        fsutil::write_atomic(&ca.dir.join(CRL_FILE), pem.as_bytes(), PUBLIC_FILE_MODE)?;
+        Ok::<(u64, usize), CliError>((number, db.revoked().await?.len()))
+    }
+    .await;
+    let (number, count) = match result {
+        Ok(r) => {
+            db.commit().await?;
+            r
+        }
+        Err(e) => {
+            db.rollback().await;
+            return Err(e);
+        }
+    };
+    println!(
+        "Wrote CRL #{number} with {count} revoked certificate(s) to {}, valid for {days} days.",
+        out.display()
+    );
+    Ok(())
+}
+
+async fn publish(db: &mut CaDb, signer: &RootSigner, days: u32) -> CliResult<(u64, Vec<u8>)> {
+    let revoked = db.revoked().await?;
+    let number = db.next_crl_number().await?;
+    let crl = signer.issue_crl(number, &revoked, days)?;
+    Ok((number, crl))
+}

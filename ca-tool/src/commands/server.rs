@@ -1,0 +1,69 @@
+//! `ca-tool sign-server`: certify a gateway's key under our own name.
+
+use std::path::Path;
+
+use shared::cadb::rfc3339;
+use shared::fsutil::{self, PUBLIC_FILE_MODE};
+use shared::pemfile::{self, ObjectKind};
+use time::OffsetDateTime;
+
+use crate::cadir::CaDir;
+use crate::error::{CliError, CliResult};
+use crate::PassphraseArg;
+
+/// Runs `sign-server`.
+pub async fn sign(
+    dir: &Path,
+    csr_path: &Path,
+    out: &Path,
+    days: u32,
+    passphrase: &PassphraseArg,
+) -> CliResult {
+    let ca = CaDir::open(dir)?;
+    let mut db = ca.db().await?;
+    let csr_der = pemfile::load_one(csr_path, ObjectKind::Csr)?;
+    let csr = shared::csr::verify_csr(&csr_der, &ca.identity.subject_der)
+        .map_err(|e| CliError::new(format!("{}: {e}", csr_path.display())))?;
+    shared::profiles::validity_days(days)?;
+    println!(
+        "CSR {} is for {} ({} key).",
+        csr_path.display(),
+        csr.subject,
+        csr.key_type
+    );
+    if csr.requested_extensions {
+        println!("Note: extensions requested in the CSR are ignored; the server profile decides.");
+    }
+
+    let pass = crate::passphrase::obtain(passphrase.passphrase_file.as_deref(), false)?;
+    let signer = ca.signer(&pass)?;
+    let issued = signer.issue_server_cert(&csr, days)?;
+    let now = OffsetDateTime::now_utc();
+    db.begin().await?;
+    let result = async {
+        db.insert_certificate("server", &issued, None, now).await?;
+        fsutil::write_atomic(out, issued.pem().as_bytes(), PUBLIC_FILE_MODE)?;
+        Ok::<(), CliError>(())
+    }
+    .await;
+    match result {
+        Ok(()) => db.commit().await?,
+        Err(e) => {
+            db.rollback().await;
+            return Err(e);
+        }
+    }
+    println!(
+        "Issued server certificate {} for {} (serial {}, valid until {}{}).",
+        out.display(),
+        issued.subject,
+        hex::encode(&issued.serial),
+        rfc3339(issued.not_after),
+        if issued.capped {
+            ", shortened to the root's expiry"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}

@@ -1,0 +1,463 @@
+//! The certificate profiles of design.md: root CA, peer cross-certificate,
+//! server certificate, and the CRL.
+//!
+//! Every issued certificate is parsed back and checked against what was meant
+//! (subject bytes, key, issuer) before it leaves this module: a cross-cert
+//! whose subject differs from the partner's by one byte would silently break
+//! their chains, so that is an error here, not a surprise in production.
+
+use ::time::{Duration, OffsetDateTime};
+use rand_core::{OsRng, RngCore};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
+    ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose,
+    NameConstraints, RevocationReason, RevokedCertParams, SerialNumber,
+};
+use x509_parser::prelude::*;
+
+use crate::identity::{NodeIdentity, NodeName};
+use crate::keys::{KeyType, PrivateKey};
+
+/// Certificates start this long before "now" to tolerate clock skew between hosts.
+pub const BACKDATE: Duration = Duration::minutes(5);
+
+/// Why a certificate or CRL could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// rcgen refused the parameters.
+    #[error("cannot build certificate: {0}")]
+    Build(String),
+    /// The result does not match what was intended (e.g. subject not byte-identical).
+    #[error("issued certificate does not match the intended profile: {0}")]
+    Mismatch(String),
+    /// The key does not belong to the CA certificate.
+    #[error(
+        "the private key does not match the root certificate {0}; is this the right CA directory?"
+    )]
+    KeyMismatch(String),
+    /// A name problem.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// A key problem.
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    /// Bad validity request.
+    #[error("invalid validity: {0}")]
+    Validity(String),
+}
+
+fn build_err(e: rcgen::Error) -> IssueError {
+    IssueError::Build(e.to_string())
+}
+
+/// A fresh random positive serial of 128 bits (at least 64 bits of entropy, RFC 5280 compliant).
+pub fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    bytes[0] &= 0x7f; // positive
+    bytes[0] |= 0x40; // no leading zero byte to strip: always exactly 16 bytes
+    SerialNumber::from_slice(&bytes)
+}
+
+/// Validity window starting now (minus [`BACKDATE`]) for `days`.
+pub fn validity_days(days: u32) -> Result<(OffsetDateTime, OffsetDateTime), IssueError> {
+    if days == 0 || days > 365 * 100 {
+        return Err(IssueError::Validity(format!(
+            "--days {days} must be between 1 and 36500"
+        )));
+    }
+    let now = OffsetDateTime::now_utc();
+    let now = now - Duration::nanoseconds(now.nanosecond() as i64);
+    Ok((now - BACKDATE, now + Duration::days(days as i64)))
+}
+
+/// Creates the self-signed root CA certificate (pathlen 1, keyCertSign + cRLSign, SKI).
+pub fn issue_root(key: &PrivateKey, name: &NodeName, days: u32) -> Result<Vec<u8>, IssueError> {
+    let (not_before, not_after) = validity_days(days)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name.to_rcgen()?;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.serial_number = Some(random_serial());
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.key_identifier_method = KeyIdMethod::Sha256;
+    let signing = key.signing_key()?;
+    let cert = params.self_signed(&signing).map_err(build_err)?;
+    Ok(cert.der().to_vec())
+}
+
+/// The node's root CA, ready to sign: certificate plus decrypted key.
+pub struct RootSigner {
+    cert_der: Vec<u8>,
+    identity: NodeIdentity,
+    issuer: Issuer<'static, KeyPair>,
+    key_type: KeyType,
+}
+
+impl RootSigner {
+    /// Pairs the root certificate with its key, checking that they belong together.
+    pub fn new(cert_der: Vec<u8>, key: &PrivateKey) -> Result<RootSigner, IssueError> {
+        let identity = NodeIdentity::from_root_der(&cert_der)?;
+        let signing = key.signing_key()?;
+        if key.public_key_der()? != identity.spki_der {
+            return Err(IssueError::KeyMismatch(identity.subject));
+        }
+        let issuer =
+            Issuer::from_ca_cert_der(&cert_der.as_slice().into(), signing).map_err(build_err)?;
+        Ok(RootSigner {
+            cert_der,
+            identity,
+            issuer,
+            key_type: key.key_type(),
+        })
+    }
+
+    /// The root's identity.
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    /// The root certificate DER.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// Signs arbitrary bytes with the root key (bundle node info).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, IssueError> {
+        use rcgen::SigningKey;
+        self.issuer.key().sign(message).map_err(build_err)
+    }
+
+    /// The root key's type, which determines the bundle signature algorithm.
+    pub fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+
+    /// Caps a validity end at the root's own expiry, returning whether it was capped.
+    fn cap(&self, not_after: OffsetDateTime) -> (OffsetDateTime, bool) {
+        if not_after > self.identity.not_after {
+            (self.identity.not_after, true)
+        } else {
+            (not_after, false)
+        }
+    }
+
+    /// Issues the peer cross-certificate: the partner's root subject (byte-identical)
+    /// and key, pathlen 0, critical permitted directoryName = the partner's DN.
+    pub fn issue_cross_cert(
+        &self,
+        partner: &NodeIdentity,
+        days: u32,
+    ) -> Result<Issued, IssueError> {
+        let (not_before, not_after) = validity_days(days)?;
+        let (mut not_after, mut capped) = self.cap(not_after);
+        if not_after > partner.not_after {
+            not_after = partner.not_after;
+            capped = true;
+        }
+        let (_, subject) = X509Name::from_der(&partner.subject_der)
+            .map_err(|e| IssueError::Mismatch(format!("partner subject: {e}")))?;
+        let dn = rcgen_name(&subject)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn.clone();
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.serial_number = Some(random_serial());
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.name_constraints = Some(NameConstraints {
+            permitted_subtrees: vec![GeneralSubtree::DirectoryName(dn)],
+            excluded_subtrees: vec![],
+        });
+        params.key_identifier_method = match &partner.ski {
+            Some(ski) => KeyIdMethod::PreSpecified(ski.clone()),
+            None => KeyIdMethod::Sha256,
+        };
+        params.use_authority_key_identifier_extension = true;
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(&partner.spki_der)
+            .map_err(|e| IssueError::Build(format!("partner key: {e}")))?;
+        let cert = params
+            .signed_by(&public_key, &self.issuer)
+            .map_err(build_err)?;
+        let der = cert.der().to_vec();
+        self.check_issued(&der, &partner.subject_der, &partner.spki_der)?;
+        Issued::new(der, capped)
+    }
+
+    /// Issues a server certificate for a verified CSR: our DN (plus the CSR's CN if any),
+    /// not a CA, digitalSignature (+keyEncipherment for RSA), EKU serverAuth + clientAuth.
+    pub fn issue_server_cert(
+        &self,
+        csr: &crate::csr::VerifiedCsr,
+        days: u32,
+    ) -> Result<Issued, IssueError> {
+        let (not_before, not_after) = validity_days(days)?;
+        let (not_after, capped) = self.cap(not_after);
+        let (_, our_subject) = X509Name::from_der(&self.identity.subject_der)
+            .map_err(|e| IssueError::Mismatch(format!("root subject: {e}")))?;
+        let mut dn = rcgen_name(&our_subject)?;
+        if let Some(cn) = &csr.common_name {
+            dn.push(rcgen::DnType::CommonName, cn.as_str());
+        }
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn;
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.serial_number = Some(random_serial());
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if matches!(
+            csr.key_type,
+            KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096
+        ) {
+            params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+        }
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        params.use_authority_key_identifier_extension = true;
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der)
+            .map_err(|e| IssueError::Build(format!("CSR key: {e}")))?;
+        let cert = params
+            .signed_by(&public_key, &self.issuer)
+            .map_err(build_err)?;
+        let der = cert.der().to_vec();
+        let (_, parsed) =
+            X509Certificate::from_der(&der).map_err(|e| IssueError::Mismatch(e.to_string()))?;
+        if parsed.issuer().as_raw() != self.identity.subject_der.as_slice() {
+            return Err(IssueError::Mismatch(
+                "issuer is not byte-identical to the root subject".into(),
+            ));
+        }
+        if parsed.public_key().raw != csr.spki_der.as_slice() {
+            return Err(IssueError::Mismatch(
+                "public key differs from the CSR's".into(),
+            ));
+        }
+        Issued::new(der, capped)
+    }
+
+    /// Signs an X.509 v2 CRL with CRL number and AKI, valid for `days`.
+    pub fn issue_crl(
+        &self,
+        crl_number: u64,
+        revoked: &[RevokedEntry],
+        days: u32,
+    ) -> Result<Vec<u8>, IssueError> {
+        let (this_update, next_update) = validity_days(days)?;
+        let revoked_certs = revoked
+            .iter()
+            .map(|r| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&r.serial),
+                revocation_time: r.revoked_at,
+                reason_code: r.reason.map(|x| x.to_rcgen()),
+                invalidity_date: None,
+            })
+            .collect();
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: SerialNumber::from_slice(&crl_number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: match &self.identity.ski {
+                Some(ski) => KeyIdMethod::PreSpecified(ski.clone()),
+                None => KeyIdMethod::Sha256,
+            },
+        };
+        let crl = params.signed_by(&self.issuer).map_err(build_err)?;
+        Ok(crl.der().to_vec())
+    }
+
+    fn check_issued(
+        &self,
+        der: &[u8],
+        subject_der: &[u8],
+        spki_der: &[u8],
+    ) -> Result<(), IssueError> {
+        let (_, parsed) =
+            X509Certificate::from_der(der).map_err(|e| IssueError::Mismatch(e.to_string()))?;
+        if parsed.subject().as_raw() != subject_der {
+            return Err(IssueError::Mismatch(
+                "the partner's subject cannot be reproduced byte for byte (unusual string types?)"
+                    .into(),
+            ));
+        }
+        if parsed.public_key().raw != spki_der {
+            return Err(IssueError::Mismatch(
+                "the partner's public key cannot be reproduced byte for byte".into(),
+            ));
+        }
+        if parsed.issuer().as_raw() != self.identity.subject_der.as_slice() {
+            return Err(IssueError::Mismatch(
+                "issuer is not byte-identical to the root subject".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A freshly issued certificate.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// DER.
+    pub der: Vec<u8>,
+    /// Serial number bytes.
+    pub serial: Vec<u8>,
+    /// Subject as text.
+    pub subject: String,
+    /// Validity start.
+    pub not_before: OffsetDateTime,
+    /// Validity end.
+    pub not_after: OffsetDateTime,
+    /// Whether the requested validity was shortened to the issuer's (or partner's) expiry.
+    pub capped: bool,
+}
+
+impl Issued {
+    /// Describes an existing certificate (e.g. the root) for the issuance database.
+    pub fn from_der(der: Vec<u8>) -> Result<Issued, IssueError> {
+        Issued::new(der, false)
+    }
+
+    pub(crate) fn new(der: Vec<u8>, capped: bool) -> Result<Issued, IssueError> {
+        let (_, parsed) =
+            X509Certificate::from_der(&der).map_err(|e| IssueError::Mismatch(e.to_string()))?;
+        Ok(Issued {
+            serial: parsed.raw_serial().to_vec(),
+            subject: crate::validate::names::display_dn(parsed.subject()),
+            not_before: parsed.validity().not_before.to_datetime(),
+            not_after: parsed.validity().not_after.to_datetime(),
+            capped,
+            der,
+        })
+    }
+
+    /// PEM text of the certificate.
+    pub fn pem(&self) -> String {
+        pem_certificate(&self.der)
+    }
+}
+
+/// PEM-encodes a DER certificate.
+pub fn pem_certificate(der: &[u8]) -> String {
+    ::pem::encode(&::pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+/// PEM-encodes a DER CRL.
+pub fn pem_crl(der: &[u8]) -> String {
+    ::pem::encode(&::pem::Pem::new("X509 CRL", der.to_vec()))
+}
+
+/// One revoked certificate in a CRL.
+#[derive(Debug, Clone)]
+pub struct RevokedEntry {
+    /// Serial number bytes.
+    pub serial: Vec<u8>,
+    /// When it was revoked.
+    pub revoked_at: OffsetDateTime,
+    /// Why, if stated.
+    pub reason: Option<Reason>,
+}
+
+/// Revocation reasons an operator may give (RFC 5280 5.3.1, without certificateHold).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// unspecified
+    Unspecified,
+    /// keyCompromise
+    KeyCompromise,
+    /// cACompromise
+    CaCompromise,
+    /// affiliationChanged
+    AffiliationChanged,
+    /// superseded
+    Superseded,
+    /// cessationOfOperation
+    CessationOfOperation,
+    /// privilegeWithdrawn
+    PrivilegeWithdrawn,
+}
+
+impl Reason {
+    /// Every reason with its command-line name.
+    pub const ALL: [(Reason, &'static str); 7] = [
+        (Reason::Unspecified, "unspecified"),
+        (Reason::KeyCompromise, "key-compromise"),
+        (Reason::CaCompromise, "ca-compromise"),
+        (Reason::AffiliationChanged, "affiliation-changed"),
+        (Reason::Superseded, "superseded"),
+        (Reason::CessationOfOperation, "cessation-of-operation"),
+        (Reason::PrivilegeWithdrawn, "privilege-withdrawn"),
+    ];
+
+    /// The command-line / database name.
+    pub fn name(self) -> &'static str {
+        Reason::ALL
+            .iter()
+            .find(|(r, _)| *r == self)
+            .map_or("unspecified", |(_, n)| n)
+    }
+
+    /// Parses a command-line / database name.
+    pub fn from_name(name: &str) -> Option<Reason> {
+        Reason::ALL
+            .iter()
+            .find(|(_, n)| *n == name)
+            .map(|(r, _)| *r)
+    }
+
+    fn to_rcgen(self) -> RevocationReason {
+        match self {
+            Reason::Unspecified => RevocationReason::Unspecified,
+            Reason::KeyCompromise => RevocationReason::KeyCompromise,
+            Reason::CaCompromise => RevocationReason::CaCompromise,
+            Reason::AffiliationChanged => RevocationReason::AffiliationChanged,
+            Reason::Superseded => RevocationReason::Superseded,
+            Reason::CessationOfOperation => RevocationReason::CessationOfOperation,
+            Reason::PrivilegeWithdrawn => RevocationReason::PrivilegeWithdrawn,
+        }
+    }
+}
+
+/// Rebuilds a parsed name as an rcgen name, refusing shapes rcgen would alter.
+pub fn rcgen_name(name: &X509Name<'_>) -> Result<DistinguishedName, IssueError> {
+    // rcgen panics on empty RDNs and cannot express multi-valued ones: check first.
+    crate::identity::check_name_shape(name)?;
+    let mut dn = DistinguishedName::new();
+    for ava in name.iter_attributes() {
+        let arcs: Vec<u64> = ava
+            .attr_type()
+            .iter()
+            .ok_or_else(|| IssueError::Mismatch("attribute OID too large".into()))?
+            .collect();
+        let ty = rcgen::DnType::from_oid(&arcs);
+        let value = ava.attr_value();
+        let text = || {
+            std::str::from_utf8(value.data)
+                .map(str::to_string)
+                .map_err(|_| IssueError::Mismatch("attribute value is not valid text".into()))
+        };
+        use x509_parser::der_parser::asn1_rs::Tag;
+        let v = match value.header.tag() {
+            Tag::PrintableString => {
+                rcgen::DnValue::PrintableString(text()?.try_into().map_err(build_err)?)
+            }
+            Tag::Utf8String => rcgen::DnValue::Utf8String(text()?),
+            Tag::Ia5String => rcgen::DnValue::Ia5String(text()?.try_into().map_err(build_err)?),
+            Tag::BmpString => rcgen::DnValue::BmpString(
+                rcgen::string::BmpString::from_utf16be(value.data.to_vec()).map_err(build_err)?,
+            ),
+            other => {
+                return Err(IssueError::Mismatch(format!(
+                    "attribute value type {other} is not supported"
+                )))
+            }
+        };
+        dn.push(ty, v);
+    }
+    Ok(dn)
+}
