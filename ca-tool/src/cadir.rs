@@ -22,16 +22,7 @@ use shared::profiles::RootSigner;
 
 use crate::error::{CliError, CliResult};
 
-/// File name of the root certificate.
-pub const ROOT_CERT: &str = "root-ca.crt";
-/// Directory of secrets.
-pub const PRIVATE_DIR: &str = "private";
-/// File name of the encrypted root key inside [`PRIVATE_DIR`].
-pub const ROOT_KEY: &str = "root-ca.key";
-/// File name of the newest CRL.
-pub const CRL_FILE: &str = "crl.pem";
-/// Directory of partners.
-pub const PEERS_DIR: &str = "peers";
+pub use shared::layout::{CRL_FILE, PEERS_DIR, PRIVATE_DIR, ROOT_CERT, ROOT_KEY};
 
 /// An existing CA directory.
 pub struct CaDir {
@@ -91,6 +82,6 @@ impl CaDir {
 
     /// Directory of one partner.
     pub fn peer_dir(&self, node_id: &str) -> PathBuf {
-        self.dir.join(PEERS_DIR).join(node_id)
+        shared::layout::peer_dir(&self.dir, node_id)
     }
 }

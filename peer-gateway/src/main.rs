@@ -1,18 +1,172 @@
-//! `peer-gateway`: keeps authenticated, reconnecting mutual-TLS links to every
-//! active peer of a node. The link layer arrives with issue 3; this binary only
-//! states that, so that nobody mistakes it for a working gateway.
+//! `peer-gateway`: keeps one authenticated, encrypted, reconnecting
+//! mutual-TLS link to every active partner of a node, using the CA data that
+//! `ca-tool` produces and the validator in `shared`.
 
+mod admin;
+mod backoff;
+mod client;
+mod config;
+mod crl_store;
+mod dialer;
+mod frame;
+mod gateway;
+mod keygen;
+mod link;
+mod listener;
+mod reload;
+mod tiebreak;
+
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
-/// Peer gateway for private mutual-TLS links (not yet implemented: see issue 3).
+/// Peer gateway for private mutual-TLS links between organizations.
 #[derive(Parser, Debug)]
-#[command(name = "peer-gateway", version, about)]
-struct Cli {}
+#[command(name = "peer-gateway", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Generate the gateway's private key (0600) and a CSR for the node's DN.
+    Keygen {
+        /// The node's CA directory (public part); its root-ca.crt gives the DN.
+        #[arg(long, value_name = "DIR")]
+        node_dir: PathBuf,
+        /// Where to write the private key.
+        #[arg(long, value_name = "KEY")]
+        out_key: PathBuf,
+        /// Where to write the CSR for `ca-tool sign-server`.
+        #[arg(long, value_name = "CSR")]
+        out_csr: PathBuf,
+        /// Optional common name added to the node's DN (e.g. the host name).
+        #[arg(long, value_name = "NAME")]
+        cn: Option<String>,
+    },
+    /// Run the gateway.
+    Run {
+        /// TOML configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Show every partner's link state.
+    Status {
+        /// Admin address of the gateway.
+        #[arg(long, value_name = "HOST:PORT", default_value = config::DEFAULT_ADMIN_LISTEN)]
+        admin: String,
+        /// Print the JSON of GET /v1/status.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure a round trip to a partner over its link.
+    Ping {
+        /// The partner's node id.
+        peer_id: String,
+        /// Admin address of the gateway.
+        #[arg(long, value_name = "HOST:PORT", default_value = config::DEFAULT_ADMIN_LISTEN)]
+        admin: String,
+    },
+}
 
 fn main() -> ExitCode {
-    let _ = Cli::parse();
-    eprintln!("peer-gateway: the link layer is not implemented yet (issue 3); use ca-tool to prepare CA data");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PEERLINK_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Keygen { node_dir, out_key, out_csr, cn } => keygen::run(&node_dir, &out_key, &out_csr, cn.as_deref()),
+            Command::Run { config } => run(&config).await,
+            Command::Status { admin, json } => client::status(&admin, json).await,
+            Command::Ping { peer_id, admin } => client::ping(&admin, &peer_id).await,
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
+
+async fn run(config_path: &std::path::Path) -> Result<(), String> {
+    let config = config::Config::load(config_path).map_err(|e| e.to_string())?;
+    let crls = crl_store::CrlStore::open(&config.state_dir).map_err(|e| e.to_string())?;
+    let tls = reload::load_tls(&config, &crls).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
+        .await
+        .map_err(|e| format!("cannot listen on admin address {}: {e}", config.admin_listen))?;
+    let gw = gateway::Gateway::new(config, tls, crls);
+    let trust = gw.tls().trust().clone();
+    tracing::info!(
+        node = %trust.identity.node_id,
+        listen = %gw.config.listen,
+        admin = %gw.config.admin_listen,
+        peers = trust.peers.len(),
+        "gateway started"
+    );
+    for id in trust.peers.keys() {
+        gw.ensure_peer(id);
+        tokio::spawn(dialer::supervise(gw.clone(), id.clone()));
+    }
+    tokio::spawn(listener::serve(gw.clone(), listener));
+    tokio::spawn(reload::watch(gw.clone()));
+    let admin = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let shutdown = gw.shutdown.clone();
+            let app = admin::router(gw);
+            if let Err(e) = axum::serve(admin_listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+            {
+                tracing::error!(error = %e, "admin API failed");
+            }
+        })
+    };
+
+    wait_for_stop_signal().await?;
+    tracing::info!("stopping: saying goodbye to every partner");
+    gw.shutdown.cancel();
+    // Give link tasks a moment to send their goodbyes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !gw.links().is_empty() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), admin).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_stop_signal() -> Result<(), String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}
+

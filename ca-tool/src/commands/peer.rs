@@ -16,14 +16,7 @@ use crate::cadir::CaDir;
 use crate::error::{CliError, CliResult};
 use crate::PassphraseArg;
 
-/// File names inside `peers/<id>/`.
-pub const BUNDLE_FILE: &str = "bundle.pem";
-/// The partner's root certificate.
-pub const ROOT_FILE: &str = "root.crt";
-/// The cross-cert we issued the partner.
-pub const ISSUED_BY_US: &str = "issued-by-us.crt";
-/// The cross-cert the partner issued us.
-pub const ISSUED_TO_US: &str = "issued-to-us.crt";
+use shared::layout::{ISSUED_BY_US, ISSUED_TO_US, PEER_BUNDLE as BUNDLE_FILE, PEER_ROOT as ROOT_FILE};
 
 /// Loads and verifies a partner bundle, refusing our own and key changes for known ids.
 async fn partner_bundle(

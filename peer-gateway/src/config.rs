@@ -1,0 +1,304 @@
+//! The gateway's TOML configuration.
+//!
+//! Unknown keys are errors (a typo must not silently fall back to a default),
+//! and every error names the file, the key and the line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Default admin address: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7480";
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unreadable file.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Syntax or type error, with line and key from the TOML parser.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message, which names the line, column and key.
+        message: String,
+    },
+    /// A value that parses but is not acceptable.
+    #[error("config {path}: key `{key}`{line}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The offending key.
+        key: String,
+        /// " (line N)" when known.
+        line: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    node_dir: PathBuf,
+    server_cert: PathBuf,
+    server_key: PathBuf,
+    listen: String,
+    #[serde(default)]
+    admin_listen: Option<String>,
+    #[serde(default)]
+    database_url: Option<String>,
+    #[serde(default)]
+    state_dir: Option<PathBuf>,
+    #[serde(default)]
+    link: LinkConfig,
+    #[serde(default)]
+    peers: BTreeMap<String, PeerOverride>,
+}
+
+/// Link tuning (`[link]`), all optional.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkConfig {
+    /// Send a Ping after this long without sending anything.
+    pub heartbeat_ms: u64,
+    /// A link with nothing received for this many heartbeat intervals is dead.
+    pub dead_after_heartbeats: u32,
+    /// TLS handshake plus Hello exchange must finish within this.
+    pub handshake_timeout_ms: u64,
+    /// TCP connect timeout per endpoint.
+    pub connect_timeout_ms: u64,
+    /// First reconnect delay (lower bound of every delay).
+    pub backoff_base_ms: u64,
+    /// Largest reconnect delay.
+    pub backoff_cap_ms: u64,
+    /// A link up this long resets the backoff.
+    pub stable_after_ms: u64,
+    /// Close links idle (no application traffic) this long; 0 = never. Reopened on demand.
+    pub idle_close_ms: u64,
+    /// Largest frame payload accepted.
+    pub max_frame_bytes: u32,
+    /// How often node_dir and the certificate files are checked for changes.
+    pub reload_poll_ms: u64,
+    /// Most handshakes in progress at once on the listener.
+    pub max_concurrent_handshakes: usize,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig {
+            heartbeat_ms: 5_000,
+            dead_after_heartbeats: 3,
+            handshake_timeout_ms: 10_000,
+            connect_timeout_ms: 5_000,
+            backoff_base_ms: 250,
+            backoff_cap_ms: 30_000,
+            stable_after_ms: 10_000,
+            idle_close_ms: 0,
+            max_frame_bytes: crate::frame::DEFAULT_MAX_PAYLOAD,
+            reload_poll_ms: 1_000,
+            max_concurrent_handshakes: 64,
+        }
+    }
+}
+
+impl LinkConfig {
+    /// Heartbeat interval.
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+    /// Time without receiving anything after which a link is dead.
+    pub fn dead_after(&self) -> Duration {
+        self.heartbeat() * self.dead_after_heartbeats
+    }
+    /// Handshake timeout.
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+}
+
+/// `[peers."<node id>"]`: per-peer overrides.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct PeerOverride {
+    /// Endpoints to dial instead of those in the peer's bundle.
+    #[serde(default)]
+    pub endpoints: Vec<String>,
+}
+
+/// A checked configuration with paths resolved against the config file's directory.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The config file.
+    pub path: PathBuf,
+    /// Public part of the CA directory.
+    pub node_dir: PathBuf,
+    /// Server certificate.
+    pub server_cert: PathBuf,
+    /// Server key.
+    pub server_key: PathBuf,
+    /// Listener for peers.
+    pub listen: SocketAddr,
+    /// Admin listener.
+    pub admin_listen: SocketAddr,
+    /// Database URL (used by durable messaging).
+    pub database_url: String,
+    /// Where the gateway keeps state (partners' CRLs).
+    pub state_dir: PathBuf,
+    /// Link tuning.
+    pub link: LinkConfig,
+    /// Per-peer overrides.
+    pub peers: BTreeMap<String, PeerOverride>,
+}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let display = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: display.clone(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses config text that came from `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let display = path.display().to_string();
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: display.clone(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            path: display.clone(),
+            key: key.to_string(),
+            line: line_of(text, key).map_or(String::new(), |n| format!(" (line {n})")),
+            message,
+        };
+        let addr = |key: &str, value: &str| -> Result<SocketAddr, ConfigError> {
+            value
+                .parse()
+                .map_err(|_| invalid(key, format!("{value:?} is not an IP:PORT address (e.g. 127.0.0.1:7443)")))
+        };
+        let listen = addr("listen", &raw.listen)?;
+        let admin_listen = addr("admin_listen", raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN))?;
+        if !admin_listen.ip().is_loopback() {
+            tracing::warn!(admin_listen = %admin_listen, "the admin API is reachable beyond loopback");
+        }
+        let l = &raw.link;
+        for (key, value) in [
+            ("link.heartbeat_ms", l.heartbeat_ms),
+            ("link.handshake_timeout_ms", l.handshake_timeout_ms),
+            ("link.connect_timeout_ms", l.connect_timeout_ms),
+            ("link.backoff_base_ms", l.backoff_base_ms),
+            ("link.reload_poll_ms", l.reload_poll_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key.rsplit('.').next().unwrap_or(key), format!("{key} must be greater than 0")));
+            }
+        }
+        if l.backoff_cap_ms < l.backoff_base_ms {
+            return Err(invalid("backoff_cap_ms", "must be at least backoff_base_ms".into()));
+        }
+        if l.dead_after_heartbeats < 2 {
+            return Err(invalid("dead_after_heartbeats", "must be at least 2".into()));
+        }
+        if l.max_frame_bytes < 64 * 1024 {
+            return Err(invalid("max_frame_bytes", "must be at least 65536".into()));
+        }
+        for (id, o) in &raw.peers {
+            shared::identity::check_node_id(id).map_err(|e| invalid(id, e.to_string()))?;
+            for e in &o.endpoints {
+                shared::bundle::check_endpoint(e).map_err(|err| invalid("endpoints", err.to_string()))?;
+            }
+        }
+        let database_url = raw.database_url.unwrap_or_else(|| {
+            format!("sqlite://{}", base.join("gateway.db").display())
+        });
+        Ok(Config {
+            path: path.to_path_buf(),
+            node_dir: resolve(&raw.node_dir),
+            server_cert: resolve(&raw.server_cert),
+            server_key: resolve(&raw.server_key),
+            listen,
+            admin_listen,
+            database_url,
+            state_dir: resolve(raw.state_dir.as_deref().unwrap_or(Path::new("state"))),
+            link: raw.link,
+            peers: raw.peers,
+        })
+    }
+}
+
+/// The 1-based line on which `key` is assigned, for error messages.
+fn line_of(text: &str, key: &str) -> Option<usize> {
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "node_dir = \"ca\"\nserver_cert = \"gw.crt\"\nserver_key = \"gw.key\"\nlisten = \"127.0.0.1:7443\"\n";
+
+    #[test]
+    fn minimal_config_gets_defaults_and_resolved_paths() {
+        let c = Config::parse(MINIMAL, Path::new("/etc/gw/gateway.toml")).unwrap();
+        assert_eq!(c.node_dir, PathBuf::from("/etc/gw/ca"));
+        assert_eq!(c.admin_listen.to_string(), DEFAULT_ADMIN_LISTEN);
+        assert_eq!(c.state_dir, PathBuf::from("/etc/gw/state"));
+        assert_eq!(c.link.heartbeat_ms, 5000);
+        assert!(c.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn unknown_key_is_reported_with_its_line() {
+        let text = format!("{MINIMAL}hearbeat_ms = 5\n");
+        let err = Config::parse(&text, Path::new("g.toml")).unwrap_err().to_string();
+        assert!(err.contains("line 5") && err.contains("hearbeat_ms"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_names_key_and_line() {
+        let text = MINIMAL.replace("127.0.0.1:7443", "localhost");
+        let err = Config::parse(&text, Path::new("g.toml")).unwrap_err().to_string();
+        assert!(err.contains("`listen`") && err.contains("line 4"), "{err}");
+    }
+
+    #[test]
+    fn missing_key_is_named() {
+        let err = Config::parse("listen = \"127.0.0.1:1\"\n", Path::new("g.toml")).unwrap_err().to_string();
+        assert!(err.contains("node_dir"), "{err}");
+    }
+
+    #[test]
+    fn peer_overrides_and_link_tuning() {
+        let text = format!(
+            "{MINIMAL}[link]\nheartbeat_ms = 1000\n[peers.\"abc\"]\nendpoints = [\"127.0.0.1:9\"]\n"
+        );
+        let c = Config::parse(&text, Path::new("g.toml")).unwrap();
+        assert_eq!(c.link.heartbeat_ms, 1000);
+        assert_eq!(c.peers["abc"].endpoints, vec!["127.0.0.1:9".to_string()]);
+        let bad = format!("{MINIMAL}[link]\nheartbeat_ms = 0\n");
+        let err = Config::parse(&bad, Path::new("g.toml")).unwrap_err().to_string();
+        assert!(err.contains("heartbeat_ms") && err.contains("line 6"), "{err}");
+    }
+}

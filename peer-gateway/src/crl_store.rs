@@ -1,0 +1,109 @@
+//! CRLs that partners send over their links.
+//!
+//! A partner revokes its own gateway certificates with its own CRL; it offers
+//! the newest one on every link-up. We keep it only if its partner's pinned
+//! root signed it and its CRL number is greater than the one we hold, so a
+//! replayed older CRL can never un-revoke a certificate.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use shared::fsutil;
+use shared::tls::PeerTrust;
+use x509_parser::prelude::*;
+
+/// Where partners' CRLs are kept: `<state_dir>/peer-crls/<node id>.crl` (DER).
+#[derive(Debug, Clone)]
+pub struct CrlStore {
+    dir: PathBuf,
+}
+
+/// What happened to an offered CRL.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CrlOutcome {
+    /// Newer than ours: stored, apply it.
+    Stored(u64),
+    /// Not newer than what we have: ignored.
+    NotNewer,
+}
+
+impl CrlStore {
+    /// Opens (creating) the store under the state directory.
+    pub fn open(state_dir: &Path) -> Result<CrlStore, fsutil::FsError> {
+        let dir = state_dir.join("peer-crls");
+        fsutil::create_dir(&dir, 0o700)?;
+        Ok(CrlStore { dir })
+    }
+
+    /// Every stored CRL by node id.
+    pub fn load_all(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return out;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("crl") {
+                continue;
+            }
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            if let Ok(der) = std::fs::read(&path) {
+                out.insert(id.to_string(), der);
+            }
+        }
+        out
+    }
+
+    /// Checks a CRL offered by `peer` and stores it when it is newer.
+    pub fn offer(&self, peer: &PeerTrust, der: &[u8]) -> Result<CrlOutcome, String> {
+        let number = check_crl(peer, der)?;
+        if let Some(current) = &peer.crl_der {
+            if let Ok(current_number) = check_crl(peer, current) {
+                if number <= current_number {
+                    return Ok(CrlOutcome::NotNewer);
+                }
+            }
+        }
+        let path = self.dir.join(format!("{}.crl", peer.node_id));
+        fsutil::write_atomic(&path, der, fsutil::PUBLIC_FILE_MODE).map_err(|e| e.to_string())?;
+        Ok(CrlOutcome::Stored(number))
+    }
+}
+
+/// Verifies that `der` is a current CRL issued and signed by the partner's root; returns its number.
+pub fn check_crl(peer: &PeerTrust, der: &[u8]) -> Result<u64, String> {
+    let (rest, crl) = CertificateRevocationList::from_der(der).map_err(|e| format!("malformed CRL: {e}"))?;
+    if !rest.is_empty() {
+        return Err("trailing bytes after the CRL".into());
+    }
+    let (_, root) = X509Certificate::from_der(&peer.root_der).map_err(|e| format!("partner root: {e}"))?;
+    if !shared::validate::names::dn_equal(crl.issuer(), root.subject()) {
+        return Err("the CRL is not issued by the partner's root".into());
+    }
+    let (spki_alg, key) = shared::signature::split_spki(root.public_key().raw).map_err(|e| e.to_string())?;
+    shared::signature::verify(
+        &spki_alg,
+        &key,
+        &shared::signature::algorithm_contents(&crl.signature_algorithm),
+        crl.tbs_cert_list.as_ref(),
+        &crl.signature_value.data,
+    )
+    .map_err(|e| format!("the CRL signature does not verify with the partner's pinned root ({e})"))?;
+    let now = ::time::OffsetDateTime::now_utc();
+    if let Some(next) = crl.next_update() {
+        if next.to_datetime() < now {
+            return Err("the CRL is past its nextUpdate".into());
+        }
+    }
+    let number = crl
+        .crl_number()
+        .ok_or("the CRL has no CRL number")?
+        .to_u64_digits();
+    match number.as_slice() {
+        [] => Ok(0),
+        [n] => Ok(*n),
+        _ => Err("CRL number too large".into()),
+    }
+}

@@ -1,0 +1,362 @@
+//! The gateway's shared state: the current trust, one entry per partner with
+//! its link (at most one) and status, and the refused-handshake counters.
+//!
+//! Locks are only held for short, non-async sections; the link tasks and the
+//! per-peer dialers talk to each other through this state and [`Notify`]s.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use shared::tls::PeerTls;
+use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::crl_store::CrlStore;
+use crate::frame::GoodbyeCode;
+use crate::tiebreak::{self, Direction, Keep};
+
+/// What a partner's link is doing, as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkState {
+    /// A link is up.
+    Connected,
+    /// Dialing now.
+    Connecting,
+    /// Waiting before the next attempt.
+    BackingOff,
+    /// The last attempt was refused (by us or by the partner); retrying with backoff.
+    Refused,
+    /// Revoked, deactivated or missing the cross-cert it issued us: not dialed, refused.
+    Inactive,
+}
+
+/// Orders a link task can receive.
+#[derive(Debug)]
+pub enum LinkCommand {
+    /// Measure a round trip.
+    Ping(oneshot::Sender<Duration>),
+    /// Say goodbye with this code and close.
+    Close(GoodbyeCode, String),
+    /// Offer our newest CRL.
+    SendCrl(Vec<u8>),
+}
+
+/// The registered link of a partner.
+#[derive(Debug, Clone)]
+pub struct LinkHandle {
+    /// Unique id of this link in this process.
+    pub id: u64,
+    /// Who dialed.
+    pub direction: Direction,
+    /// When it came up.
+    pub since: Instant,
+    /// Commands to the link task.
+    pub commands: mpsc::Sender<LinkCommand>,
+    /// The certificate chain the partner presented (leaf first), re-checked on reload.
+    pub peer_chain: Vec<Vec<u8>>,
+}
+
+/// Status of one partner.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    /// Partner node id.
+    pub node_id: String,
+    /// Link state.
+    pub state: LinkState,
+    /// Since when (RFC 3339).
+    pub since: String,
+    /// The last error or refusal, if any.
+    pub last_error: Option<String>,
+    /// Stable reason identifier of the last refusal.
+    pub last_refusal: Option<String>,
+    /// Round-trip time of the last ping on the current link, in milliseconds.
+    pub rtt_ms: Option<f64>,
+    /// Who dialed the current link (`inbound` or `outbound`).
+    pub direction: Option<&'static str>,
+    /// Reconnect attempts since the last stable link.
+    pub attempts: u32,
+    /// Endpoints dialed.
+    pub endpoints: Vec<String>,
+    /// Expiry of the cross-cert this partner issued us.
+    pub cross_cert_not_after: Option<String>,
+}
+
+struct PeerEntry {
+    status: PeerStatus,
+    link: Option<LinkHandle>,
+    wake: Arc<Notify>,
+}
+
+/// The gateway.
+pub struct Gateway {
+    /// Configuration.
+    pub config: Config,
+    tls: RwLock<Arc<PeerTls>>,
+    peers: Mutex<BTreeMap<String, PeerEntry>>,
+    refused: Mutex<BTreeMap<String, u64>>,
+    next_link_id: AtomicU64,
+    /// Cancelled on SIGTERM/SIGINT.
+    pub shutdown: CancellationToken,
+    /// Partners' CRLs received over links.
+    pub crls: CrlStore,
+    /// Serialises reloads.
+    pub reload_lock: tokio::sync::Mutex<()>,
+    /// Asks the reload watcher for a reload (e.g. after a partner's newer CRL).
+    pub reload_request: Notify,
+}
+
+/// RFC 3339 of now.
+pub fn now_text() -> String {
+    shared::cadb::rfc3339(OffsetDateTime::now_utc())
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Gateway {
+    /// Creates the gateway state for a first TLS snapshot.
+    pub fn new(config: Config, tls: PeerTls, crls: CrlStore) -> Arc<Gateway> {
+        Arc::new(Gateway {
+            config,
+            tls: RwLock::new(Arc::new(tls)),
+            peers: Mutex::new(BTreeMap::new()),
+            refused: Mutex::new(BTreeMap::new()),
+            next_link_id: AtomicU64::new(1),
+            shutdown: CancellationToken::new(),
+            crls,
+            reload_lock: tokio::sync::Mutex::new(()),
+            reload_request: Notify::new(),
+        })
+    }
+
+    /// The current TLS configuration and trust snapshot.
+    pub fn tls(&self) -> Arc<PeerTls> {
+        self.tls.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Installs a new TLS snapshot (after a reload).
+    pub fn set_tls(&self, tls: PeerTls) {
+        *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tls);
+    }
+
+    /// Our node id.
+    pub fn node_id(&self) -> String {
+        self.tls().trust().identity.node_id.clone()
+    }
+
+    /// Endpoints to dial for a partner: config override, else its bundle's.
+    pub fn endpoints_of(&self, peer_id: &str) -> Vec<String> {
+        if let Some(o) = self.config.peers.get(peer_id) {
+            if !o.endpoints.is_empty() {
+                return o.endpoints.clone();
+            }
+        }
+        self.tls()
+            .trust()
+            .peers
+            .get(peer_id)
+            .map(|p| p.endpoints.clone())
+            .unwrap_or_default()
+    }
+
+    /// Ensures an entry exists for a partner; returns whether it was created.
+    pub fn ensure_peer(&self, peer_id: &str) -> bool {
+        let mut peers = lock(&self.peers);
+        if peers.contains_key(peer_id) {
+            return false;
+        }
+        peers.insert(
+            peer_id.to_string(),
+            PeerEntry {
+                status: PeerStatus {
+                    node_id: peer_id.to_string(),
+                    state: LinkState::Connecting,
+                    since: now_text(),
+                    last_error: None,
+                    last_refusal: None,
+                    rtt_ms: None,
+                    direction: None,
+                    attempts: 0,
+                    endpoints: Vec::new(),
+                    cross_cert_not_after: None,
+                },
+                link: None,
+                wake: Arc::new(Notify::new()),
+            },
+        );
+        true
+    }
+
+    /// Removes a partner no longer in the trust, closing its link.
+    pub fn remove_peer(&self, peer_id: &str) {
+        let removed = lock(&self.peers).remove(peer_id);
+        if let Some(entry) = removed {
+            if let Some(link) = entry.link {
+                let _ = link
+                    .commands
+                    .try_send(LinkCommand::Close(GoodbyeCode::Revoked, "partner removed".into()));
+            }
+            entry.wake.notify_one();
+        }
+    }
+
+    /// Partners with an entry.
+    pub fn peer_ids(&self) -> Vec<String> {
+        lock(&self.peers).keys().cloned().collect()
+    }
+
+    /// The wake-up handle of a partner's dialer.
+    pub fn wake_handle(&self, peer_id: &str) -> Option<Arc<Notify>> {
+        lock(&self.peers).get(peer_id).map(|e| e.wake.clone())
+    }
+
+    /// Wakes every dialer (after a reload).
+    pub fn wake_all(&self) {
+        for entry in lock(&self.peers).values() {
+            entry.wake.notify_one();
+        }
+    }
+
+    /// Whether a partner currently has a link.
+    pub fn has_link(&self, peer_id: &str) -> bool {
+        lock(&self.peers).get(peer_id).is_some_and(|e| e.link.is_some())
+    }
+
+    /// The partner's current link, if any.
+    pub fn link(&self, peer_id: &str) -> Option<LinkHandle> {
+        lock(&self.peers).get(peer_id).and_then(|e| e.link.clone())
+    }
+
+    /// Every current link.
+    pub fn links(&self) -> Vec<(String, LinkHandle)> {
+        lock(&self.peers)
+            .iter()
+            .filter_map(|(id, e)| e.link.clone().map(|l| (id.clone(), l)))
+            .collect()
+    }
+
+    /// Allocates a link id.
+    pub fn next_link_id(&self) -> u64 {
+        self.next_link_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Registers a freshly authenticated link, applying the tie-break rule when the
+    /// partner already has one. Returns false when the new link must be closed.
+    pub fn register_link(&self, peer_id: &str, handle: LinkHandle) -> bool {
+        let local = self.node_id();
+        let mut peers = lock(&self.peers);
+        let Some(entry) = peers.get_mut(peer_id) else {
+            return false;
+        };
+        if let Some(existing) = &entry.link {
+            match tiebreak::resolve(&local, peer_id, existing.direction, handle.direction) {
+                Keep::Existing => return false,
+                Keep::New => {
+                    let _ = existing.commands.try_send(LinkCommand::Close(
+                        GoodbyeCode::DuplicateLink,
+                        "replaced by a simultaneous link".into(),
+                    ));
+                }
+            }
+        }
+        entry.status.state = LinkState::Connected;
+        entry.status.since = now_text();
+        entry.status.last_error = None;
+        entry.status.last_refusal = None;
+        entry.status.rtt_ms = None;
+        entry.status.direction = Some(match handle.direction {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        });
+        entry.link = Some(handle);
+        entry.wake.notify_one();
+        true
+    }
+
+    /// Unregisters a link that ended; returns how long it was up if it was the current one.
+    pub fn link_ended(&self, peer_id: &str, link_id: u64, error: Option<String>) -> Option<Duration> {
+        let mut peers = lock(&self.peers);
+        let entry = peers.get_mut(peer_id)?;
+        let current = entry.link.as_ref().filter(|l| l.id == link_id)?.since;
+        entry.link = None;
+        entry.status.state = LinkState::BackingOff;
+        entry.status.since = now_text();
+        entry.status.last_error = error;
+        entry.status.rtt_ms = None;
+        entry.status.direction = None;
+        entry.wake.notify_one();
+        Some(current.elapsed())
+    }
+
+    /// Updates a partner's state (dialer bookkeeping).
+    pub fn set_state(&self, peer_id: &str, state: LinkState, error: Option<String>, refusal: Option<&str>, attempts: u32) {
+        let mut peers = lock(&self.peers);
+        if let Some(entry) = peers.get_mut(peer_id) {
+            if entry.link.is_some() && state != LinkState::Connected {
+                return; // an inbound link came up meanwhile; it wins
+            }
+            if entry.status.state != state {
+                entry.status.since = now_text();
+            }
+            entry.status.state = state;
+            entry.status.attempts = attempts;
+            if error.is_some() {
+                entry.status.last_error = error;
+                entry.status.last_refusal = refusal.map(str::to_string);
+            }
+        }
+    }
+
+    /// Records the RTT measured on a link.
+    pub fn set_rtt(&self, peer_id: &str, rtt: Duration) {
+        if let Some(entry) = lock(&self.peers).get_mut(peer_id) {
+            entry.status.rtt_ms = Some(rtt.as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// Counts and attributes a refused handshake.
+    pub fn record_refusal(&self, reason: &str, peer: Option<&str>, detail: &str) {
+        *lock(&self.refused).entry(reason.to_string()).or_insert(0) += 1;
+        if let Some(peer_id) = peer {
+            let mut peers = lock(&self.peers);
+            if let Some(entry) = peers.get_mut(peer_id) {
+                entry.status.last_error = Some(format!("refused: {detail}"));
+                entry.status.last_refusal = Some(reason.to_string());
+                if entry.link.is_none() && entry.status.state != LinkState::Inactive {
+                    if entry.status.state != LinkState::Refused {
+                        entry.status.since = now_text();
+                    }
+                    entry.status.state = LinkState::Refused;
+                }
+            }
+        }
+    }
+
+    /// Refused-handshake counters by reason.
+    pub fn refused_counts(&self) -> BTreeMap<String, u64> {
+        lock(&self.refused).clone()
+    }
+
+    /// Status of every partner, with endpoints and certificate expiry filled in.
+    pub fn statuses(&self) -> Vec<PeerStatus> {
+        let tls = self.tls();
+        let mut out: Vec<PeerStatus> = lock(&self.peers).values().map(|e| e.status.clone()).collect();
+        for s in &mut out {
+            s.endpoints = self.endpoints_of(&s.node_id);
+            s.cross_cert_not_after = tls
+                .trust()
+                .peers
+                .get(&s.node_id)
+                .and_then(|p| p.issued_to_us_not_after)
+                .map(shared::cadb::rfc3339);
+        }
+        out
+    }
+}

@@ -1,0 +1,236 @@
+//! One authenticated link: Hello exchange, CRL offer, heartbeats, pings and a
+//! graceful goodbye. A malformed frame closes this link only.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::Framed;
+
+use crate::crl_store::CrlOutcome;
+use crate::frame::{Frame, FrameCodec, GoodbyeCode};
+use crate::gateway::{Gateway, LinkCommand, LinkHandle};
+use crate::tiebreak::Direction;
+
+/// Protocol version spoken in Hello.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Why a link could not be set up after the TLS handshake.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Hello missing, late or inconsistent.
+    #[error("link set-up failed: {0}")]
+    Hello(String),
+}
+
+/// Exchanges Hello frames; the partner's Hello must name the node its certificate names.
+pub async fn exchange_hello<S>(
+    framed: &mut Framed<S, FrameCodec>,
+    gw: &Gateway,
+    expected_peer: &str,
+) -> Result<(), SetupError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let hello = Frame::Hello {
+        version: PROTOCOL_VERSION,
+        node_id: gw.node_id(),
+        max_payload: gw.config.link.max_frame_bytes,
+        heartbeat_ms: u32::try_from(gw.config.link.heartbeat_ms).unwrap_or(u32::MAX),
+    };
+    framed
+        .send(hello)
+        .await
+        .map_err(|e| SetupError::Hello(format!("cannot send hello: {e}")))?;
+    match framed.next().await {
+        Some(Ok(Frame::Hello { version, node_id, .. })) => {
+            if version != PROTOCOL_VERSION {
+                return Err(SetupError::Hello(format!("partner speaks protocol version {version}")));
+            }
+            if node_id != expected_peer {
+                return Err(SetupError::Hello(format!(
+                    "partner's hello names node {node_id}, its certificate names {expected_peer}"
+                )));
+            }
+            Ok(())
+        }
+        Some(Ok(Frame::Goodbye { code, reason })) => Err(SetupError::Hello(format!(
+            "partner closed the link: {code:?} {reason}"
+        ))),
+        Some(Ok(other)) => Err(SetupError::Hello(format!(
+            "expected hello, got {}",
+            other.frame_type_name()
+        ))),
+        Some(Err(e)) => Err(SetupError::Hello(e.to_string())),
+        None => Err(SetupError::Hello("connection closed before hello".into())),
+    }
+}
+
+/// Registers and runs an established link until it ends; returns how long it was
+/// registered (None if the tie-break rejected it).
+pub async fn run<S>(
+    gw: Arc<Gateway>,
+    peer_id: String,
+    direction: Direction,
+    mut framed: Framed<S, FrameCodec>,
+    peer_chain: Vec<Vec<u8>>,
+) -> Option<Duration>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (tx, mut commands) = mpsc::channel(16);
+    let link_id = gw.next_link_id();
+    let handle = LinkHandle {
+        id: link_id,
+        direction,
+        since: Instant::now(),
+        commands: tx,
+        peer_chain,
+    };
+    if !gw.register_link(&peer_id, handle) {
+        tracing::info!(peer = %peer_id, ?direction, "closing duplicate link (tie-break keeps the other one)");
+        let _ = framed
+            .send(Frame::Goodbye {
+                code: GoodbyeCode::DuplicateLink,
+                reason: "a link already exists".into(),
+            })
+            .await;
+        let _ = framed.close().await;
+        return None;
+    }
+    tracing::info!(peer = %peer_id, ?direction, link = link_id, "link up");
+
+    let result = drive(&gw, &peer_id, &mut framed, &mut commands).await;
+    let _ = framed.close().await;
+    let error = match &result {
+        Ok(reason) => {
+            tracing::info!(peer = %peer_id, link = link_id, reason = %reason, "link down");
+            Some(reason.clone())
+        }
+        Err(e) => {
+            tracing::warn!(peer = %peer_id, link = link_id, error = %e, "link down");
+            Some(e.clone())
+        }
+    };
+    gw.link_ended(&peer_id, link_id, error)
+}
+
+/// The link loop. Ok(reason) for orderly ends, Err(reason) for failures.
+async fn drive<S>(
+    gw: &Arc<Gateway>,
+    peer_id: &str,
+    framed: &mut Framed<S, FrameCodec>,
+    commands: &mut mpsc::Receiver<LinkCommand>,
+) -> Result<String, String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let heartbeat = gw.config.link.heartbeat();
+    let dead_after = gw.config.link.dead_after();
+    let mut last_rx = Instant::now();
+    let mut last_tx = Instant::now();
+    let mut next_nonce: u64 = 1;
+    let mut pending: Vec<(u64, Instant, Option<oneshot::Sender<Duration>>)> = Vec::new();
+    let mut tick = tokio::time::interval(heartbeat / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    if let Some(crl) = gw.tls().trust().crl_der.clone() {
+        send(framed, Frame::Crl { der: crl.into() }, &mut last_tx).await?;
+    }
+
+    loop {
+        tokio::select! {
+            frame = framed.next() => {
+                last_rx = Instant::now();
+                match frame {
+                    None => return Err("connection closed by the partner without goodbye".into()),
+                    Some(Err(e)) => {
+                        let code = e.goodbye_code();
+                        let _ = framed.send(Frame::Goodbye { code, reason: e.to_string() }).await;
+                        return Err(format!("protocol error from partner: {e}"));
+                    }
+                    Some(Ok(frame)) => match frame {
+                        Frame::Ping { nonce } => send(framed, Frame::Pong { nonce }, &mut last_tx).await?,
+                        Frame::Pong { nonce } => {
+                            if let Some(pos) = pending.iter().position(|(n, _, _)| *n == nonce) {
+                                let (_, sent, reply) = pending.swap_remove(pos);
+                                let rtt = sent.elapsed();
+                                gw.set_rtt(peer_id, rtt);
+                                if let Some(reply) = reply {
+                                    let _ = reply.send(rtt);
+                                }
+                            }
+                        }
+                        Frame::Crl { der } => handle_crl(gw, peer_id, &der),
+                        Frame::Goodbye { code, reason } => {
+                            return Ok(format!("partner said goodbye: {code:?} {reason}"));
+                        }
+                        Frame::Unknown { .. } => {}
+                        other => {
+                            let reason = format!("unexpected {} frame", other.frame_type_name());
+                            let _ = framed.send(Frame::Goodbye { code: GoodbyeCode::ProtocolError, reason: reason.clone() }).await;
+                            return Err(format!("protocol error from partner: {reason}"));
+                        }
+                    },
+                }
+            }
+            command = commands.recv() => match command {
+                Some(LinkCommand::Ping(reply)) => {
+                    let nonce = next_nonce;
+                    next_nonce += 1;
+                    pending.push((nonce, Instant::now(), Some(reply)));
+                    send(framed, Frame::Ping { nonce }, &mut last_tx).await?;
+                }
+                Some(LinkCommand::SendCrl(der)) => send(framed, Frame::Crl { der: der.into() }, &mut last_tx).await?,
+                Some(LinkCommand::Close(code, reason)) => {
+                    let _ = framed.send(Frame::Goodbye { code, reason: reason.clone() }).await;
+                    return Ok(format!("closed by us: {code:?} {reason}"));
+                }
+                None => return Ok("gateway stopping".into()),
+            },
+            _ = tick.tick() => {
+                if last_rx.elapsed() >= dead_after {
+                    let _ = framed.send(Frame::Goodbye { code: GoodbyeCode::HeartbeatTimeout, reason: "nothing received".into() }).await;
+                    return Err(format!("dead link: nothing received for {} ms", dead_after.as_millis()));
+                }
+                pending.retain(|(_, sent, _)| sent.elapsed() < dead_after);
+                if last_tx.elapsed() >= heartbeat {
+                    let nonce = next_nonce;
+                    next_nonce += 1;
+                    pending.push((nonce, Instant::now(), None));
+                    send(framed, Frame::Ping { nonce }, &mut last_tx).await?;
+                }
+            }
+            _ = gw.shutdown.cancelled() => {
+                let _ = framed.send(Frame::Goodbye { code: GoodbyeCode::Normal, reason: "gateway shutting down".into() }).await;
+                return Ok("gateway shutting down".into());
+            }
+        }
+    }
+}
+
+async fn send<S>(framed: &mut Framed<S, FrameCodec>, frame: Frame, last_tx: &mut Instant) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    framed.send(frame).await.map_err(|e| format!("send failed: {e}"))?;
+    *last_tx = Instant::now();
+    Ok(())
+}
+
+fn handle_crl(gw: &Arc<Gateway>, peer_id: &str, der: &[u8]) {
+    let tls = gw.tls();
+    let Some(peer) = tls.trust().peers.get(peer_id) else {
+        return;
+    };
+    match gw.crls.offer(peer, der) {
+        Ok(CrlOutcome::Stored(number)) => {
+            tracing::info!(peer = %peer_id, crl_number = number, "stored the partner's newer CRL; reloading");
+            gw.reload_request.notify_one();
+        }
+        Ok(CrlOutcome::NotNewer) => {}
+        Err(e) => tracing::warn!(peer = %peer_id, error = %e, "ignored a CRL offered by the partner"),
+    }
+}

@@ -1,0 +1,86 @@
+//! Accepting partners: TCP_NODELAY, a cap on concurrent handshakes, a
+//! handshake timeout, and a logged, counted reason for every refusal (never
+//! sent to the peer beyond the TLS alert).
+
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::codec::Framed;
+
+use crate::frame::FrameCodec;
+use crate::gateway::Gateway;
+use crate::tiebreak::Direction;
+
+/// Accepts connections until shutdown.
+pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
+    let permits = Arc::new(Semaphore::new(gw.config.link.max_concurrent_handshakes));
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = gw.shutdown.cancelled() => return,
+        };
+        let (tcp, remote) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            gw.record_refusal("too_many_handshakes", None, "handshake limit reached");
+            tracing::warn!(%remote, "refused connection: too many handshakes in progress");
+            continue;
+        };
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let up = handshake(&gw, tcp, remote).await;
+            drop(permit);
+            if let Some((peer_id, framed, chain)) = up {
+                crate::link::run(gw, peer_id, Direction::Inbound, framed, chain).await;
+            }
+        });
+    }
+}
+
+type Accepted = (String, Framed<tokio_rustls::server::TlsStream<TcpStream>, FrameCodec>, Vec<Vec<u8>>);
+
+async fn handshake(gw: &Arc<Gateway>, tcp: TcpStream, remote: std::net::SocketAddr) -> Option<Accepted> {
+    let _ = tcp.set_nodelay(true);
+    let tls = gw.tls();
+    let work = async {
+        let (stream, peer_id) = match tls.accept(tcp).await {
+            Ok(ok) => ok,
+            Err(e) => {
+                let (peer, detail) = match &e {
+                    shared::tls::HandshakeError::Refused(r) => (r.peer.clone(), r.detail.clone()),
+                    other => (None, other.to_string()),
+                };
+                gw.record_refusal(e.reason(), peer.as_deref(), &detail);
+                tracing::warn!(%remote, reason = e.reason(), peer = peer.as_deref().unwrap_or("-"), detail = %detail, "refused handshake");
+                return None;
+            }
+        };
+        let chain: Vec<Vec<u8>> = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .map(|c| c.iter().map(|d| d.as_ref().to_vec()).collect())
+            .unwrap_or_default();
+        let mut framed = Framed::new(stream, FrameCodec::new(gw.config.link.max_frame_bytes));
+        if let Err(e) = crate::link::exchange_hello(&mut framed, gw, &peer_id).await {
+            tracing::warn!(%remote, peer = %peer_id, error = %e, "link set-up failed");
+            return None;
+        }
+        Some((peer_id, framed, chain))
+    };
+    match tokio::time::timeout(gw.config.link.handshake_timeout(), work).await {
+        Ok(up) => up,
+        Err(_) => {
+            gw.record_refusal("handshake_timeout", None, "handshake timed out");
+            tracing::warn!(%remote, "refused handshake: timed out");
+            None
+        }
+    }
+}

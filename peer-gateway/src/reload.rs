@@ -1,0 +1,151 @@
+//! Reloading certificates, CRLs and the peer list without a restart.
+//!
+//! Triggered by SIGHUP, by a change under `node_dir` or of the certificate
+//! files (polled), and by a newer CRL from a partner. A reload builds a new
+//! trust snapshot; if that fails the old one stays and healthy links are
+//! untouched. Links of partners that are removed, deactivated or revoked are
+//! closed at once; every other link stays up.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use shared::tls::{identify_client, verify_server, NodeTrust, PeerTls, ServerIdentity};
+
+use crate::frame::GoodbyeCode;
+use crate::gateway::{Gateway, LinkCommand};
+use crate::tiebreak::Direction;
+
+/// Loads the trust snapshot and TLS configuration from the configured files.
+pub async fn load_tls(gw_config: &crate::config::Config, crls: &crate::crl_store::CrlStore) -> Result<PeerTls, String> {
+    let trust = NodeTrust::load(&gw_config.node_dir, &crls.load_all())
+        .await
+        .map_err(|e| e.to_string())?;
+    let identity = ServerIdentity::load(&gw_config.server_cert, &gw_config.server_key, &trust).map_err(|e| e.to_string())?;
+    PeerTls::new(Arc::new(trust), Arc::new(identity)).map_err(|e| e.to_string())
+}
+
+/// Reloads; logs and keeps the current configuration on failure.
+pub async fn reload(gw: &Arc<Gateway>, cause: &str) {
+    let _guard = gw.reload_lock.lock().await;
+    let tls = match load_tls(&gw.config, &gw.crls).await {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!(cause, error = %e, "reload failed; keeping the current configuration");
+            return;
+        }
+    };
+    let old_crl = gw.tls().trust().crl_der.clone();
+    gw.set_tls(tls);
+    let tls = gw.tls();
+    let trust = tls.trust();
+    let now = time::OffsetDateTime::now_utc();
+
+    // Partners that appeared or disappeared.
+    for id in trust.peers.keys() {
+        if gw.ensure_peer(id) {
+            tokio::spawn(crate::dialer::supervise(gw.clone(), id.clone()));
+        }
+    }
+    for id in gw.peer_ids() {
+        if !trust.peers.contains_key(&id) {
+            tracing::info!(peer = %id, "partner removed from node_dir; closing its link");
+            gw.remove_peer(&id);
+        }
+    }
+    // Live links must still pass with the new trust (revocations, deactivations).
+    for (id, link) in gw.links() {
+        let Some((leaf, rest)) = link.peer_chain.split_first() else {
+            continue;
+        };
+        let verdict = match link.direction {
+            Direction::Inbound => identify_client(trust, leaf, rest, now).and_then(|who| {
+                if who == id {
+                    Ok(())
+                } else {
+                    Err(shared::tls::Refusal {
+                        reason: "wrong_peer",
+                        detail: format!("the link's certificate now identifies {who}"),
+                        peer: Some(id.clone()),
+                    })
+                }
+            }),
+            Direction::Outbound => verify_server(trust, &id, leaf, rest, now),
+        };
+        let still_active = trust.peers.get(&id).is_some_and(|p| p.status == shared::tls::PeerStatus::Active);
+        if let Err(refusal) = verdict {
+            tracing::warn!(peer = %id, reason = refusal.reason, detail = %refusal.detail, "closing link after reload");
+            gw.record_refusal(refusal.reason, Some(&id), &refusal.detail);
+            let _ = link.commands.try_send(LinkCommand::Close(GoodbyeCode::Revoked, "certificate no longer accepted".into()));
+        } else if !still_active {
+            tracing::warn!(peer = %id, "closing link: partner deactivated");
+            gw.record_refusal("peer_inactive", Some(&id), "partner revoked or deactivated");
+            let _ = link.commands.try_send(LinkCommand::Close(GoodbyeCode::Revoked, "partner deactivated".into()));
+        }
+    }
+    if trust.crl_der != old_crl {
+        if let Some(crl) = &trust.crl_der {
+            for (_, link) in gw.links() {
+                let _ = link.commands.try_send(LinkCommand::SendCrl(crl.clone()));
+            }
+        }
+    }
+    gw.wake_all();
+    tracing::info!(cause, peers = trust.peers.len(), "reloaded");
+}
+
+/// A cheap fingerprint of every file a reload depends on.
+fn snapshot(paths: &[PathBuf], node_dir: &Path) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
+    let mut files: Vec<PathBuf> = paths.to_vec();
+    files.push(node_dir.join(shared::layout::ROOT_CERT));
+    files.push(node_dir.join(shared::layout::CRL_FILE));
+    files.push(node_dir.join(shared::cadb::DB_FILE));
+    if let Ok(entries) = std::fs::read_dir(node_dir.join(shared::layout::PEERS_DIR)) {
+        for dir in entries.flatten() {
+            if let Ok(inner) = std::fs::read_dir(dir.path()) {
+                files.extend(inner.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let meta = std::fs::metadata(&p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+            (p, meta)
+        })
+        .collect()
+}
+
+/// Polls the files and reloads on change; also reloads on SIGHUP.
+pub async fn watch(gw: Arc<Gateway>) {
+    let files = vec![gw.config.server_cert.clone(), gw.config.server_key.clone()];
+    let mut last = snapshot(&files, &gw.config.node_dir);
+    let mut tick = tokio::time::interval(Duration::from_millis(gw.config.link.reload_poll_ms));
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; relying on file polling");
+            None
+        }
+    };
+    loop {
+        let cause = tokio::select! {
+            _ = tick.tick() => {
+                let now = snapshot(&files, &gw.config.node_dir);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                "files changed"
+            }
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                last = snapshot(&files, &gw.config.node_dir);
+                "SIGHUP"
+            }
+            _ = gw.reload_request.notified() => "partner sent a newer CRL",
+            _ = gw.shutdown.cancelled() => return,
+        };
+        reload(&gw, cause).await;
+    }
+}

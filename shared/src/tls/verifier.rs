@@ -1,0 +1,280 @@
+//! rustls verifiers that apply the project's validator and peer rules.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
+use x509_parser::prelude::*;
+
+use super::trust::{NodeTrust, PeerStatus};
+use super::Refusal;
+use crate::validate::{self, names, Purpose, ValidationOptions};
+
+fn refuse(refusal: Refusal) -> rustls::Error {
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(refusal))))
+}
+
+/// The registered partner a (possibly invalid) leaf claims to belong to: the one whose
+/// DN contains the leaf's subject. Used only to attribute refusals in status and logs.
+pub fn claimed_peer(trust: &NodeTrust, leaf: &[u8]) -> Option<String> {
+    let (_, cert) = X509Certificate::from_der(leaf).ok()?;
+    trust
+        .peers
+        .values()
+        .find(|p| {
+            x509_parser::x509::X509Name::from_der(&p.subject_der)
+                .is_ok_and(|(_, dn)| names::dn_within(cert.subject(), &dn))
+        })
+        .map(|p| p.node_id.clone())
+}
+
+fn to_time(now: UnixTime) -> ::time::OffsetDateTime {
+    i64::try_from(now.as_secs())
+        .ok()
+        .and_then(|s| ::time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .unwrap_or_else(::time::OffsetDateTime::now_utc)
+}
+
+fn ders(certs: &[CertificateDer<'_>]) -> Vec<Vec<u8>> {
+    certs.iter().map(|c| c.as_ref().to_vec()).collect()
+}
+
+/// Identifies the partner behind an inbound chain, or says why it is refused.
+///
+/// The chain must validate with our root as the only anchor (name constraints, pathLen,
+/// EKU clientAuth, our CRL), pass through a cross-cert we issued to a registered partner,
+/// that partner must be active, and the CRL the partner sent us must not revoke its leaf.
+pub fn identify_client(
+    trust: &NodeTrust,
+    end_entity: &[u8],
+    intermediates: &[Vec<u8>],
+    at: ::time::OffsetDateTime,
+) -> Result<String, Refusal> {
+    let crls: Vec<Vec<u8>> = trust.crl_der.iter().cloned().collect();
+    let chain = validate::validate_chain(
+        end_entity,
+        &ValidationOptions {
+            anchor: &trust.root_der,
+            intermediates,
+            crls: &crls,
+            at,
+            purpose: Purpose::Client,
+        },
+    )
+    .map_err(|e| Refusal {
+        reason: e.kind(),
+        detail: e.to_string(),
+        peer: claimed_peer(trust, end_entity),
+    })?;
+    // chain = [leaf, cross-cert, our root]; pathlen 0 on cross-certs forbids anything longer.
+    let cross = match chain.chain.as_slice() {
+        [_, cross, _] => cross,
+        [_, _] => {
+            return Err(Refusal {
+                reason: "own_node",
+                detail: format!(
+                    "{} is issued directly by our own root: a gateway of this node, not a partner",
+                    chain.leaf_subject
+                ),
+                peer: None,
+            })
+        }
+        _ => {
+            return Err(Refusal {
+                reason: "unexpected_chain",
+                detail: "the chain is not [leaf, cross-cert, our root]".into(),
+                peer: None,
+            })
+        }
+    };
+    let (_, cross_cert) = X509Certificate::from_der(cross).map_err(|e| Refusal {
+        reason: "malformed",
+        detail: e.to_string(),
+        peer: None,
+    })?;
+    let subject = cross_cert.subject().as_raw();
+    let peer = trust.peer_by_subject(subject).ok_or_else(|| Refusal {
+        reason: "unknown_peer",
+        detail: format!(
+            "{} is not a registered partner of this node",
+            names::display_dn(cross_cert.subject())
+        ),
+        peer: None,
+    })?;
+    if peer.status != PeerStatus::Active {
+        return Err(Refusal {
+            reason: "peer_inactive",
+            detail: format!("partner {} is revoked or deactivated", peer.node_id),
+            peer: Some(peer.node_id.clone()),
+        });
+    }
+    if let Some(crl) = &peer.crl_der {
+        // The partner's own CRL covers the certificates its root issued (the leaf).
+        validate::validate_chain(
+            end_entity,
+            &ValidationOptions {
+                anchor: &trust.root_der,
+                intermediates,
+                crls: std::slice::from_ref(crl),
+                at,
+                purpose: Purpose::Client,
+            },
+        )
+        .map_err(|e| Refusal {
+            reason: e.kind(),
+            detail: format!("per the CRL partner {} sent us: {e}", peer.node_id),
+            peer: Some(peer.node_id.clone()),
+        })?;
+    }
+    Ok(peer.node_id.clone())
+}
+
+/// Verifies the certificate a partner's gateway presents when we dial it.
+///
+/// The partner's pinned root is the only anchor, the CRL it sent us applies, the leaf must
+/// be a TLS server certificate whose subject is the partner's DN (optionally plus more RDNs
+/// such as a CN).
+pub fn verify_server(
+    trust: &NodeTrust,
+    peer_id: &str,
+    end_entity: &[u8],
+    intermediates: &[Vec<u8>],
+    at: ::time::OffsetDateTime,
+) -> Result<(), Refusal> {
+    let peer = trust.peers.get(peer_id).ok_or_else(|| Refusal {
+        reason: "unknown_peer",
+        detail: format!("{peer_id} is not a registered partner"),
+        peer: Some(peer_id.to_string()),
+    })?;
+    let crls: Vec<Vec<u8>> = peer.crl_der.iter().cloned().collect();
+    let chain = validate::validate_chain(
+        end_entity,
+        &ValidationOptions {
+            anchor: &peer.root_der,
+            intermediates,
+            crls: &crls,
+            at,
+            purpose: Purpose::Server,
+        },
+    )
+    .map_err(|e| Refusal {
+        reason: e.kind(),
+        detail: e.to_string(),
+        peer: Some(peer_id.to_string()),
+    })?;
+    let malformed = |e: x509_parser::nom::Err<x509_parser::error::X509Error>| Refusal {
+        reason: "malformed",
+        detail: e.to_string(),
+        peer: Some(peer_id.to_string()),
+    };
+    let (_, leaf_subject) =
+        x509_parser::x509::X509Name::from_der(&chain.leaf_subject_der).map_err(malformed)?;
+    let (_, peer_subject) =
+        x509_parser::x509::X509Name::from_der(&peer.subject_der).map_err(malformed)?;
+    if !names::dn_within(&leaf_subject, &peer_subject) {
+        return Err(Refusal {
+            reason: "wrong_peer",
+            detail: format!(
+                "the server certificate is for {}, not for partner {}",
+                chain.leaf_subject, peer.subject
+            ),
+            peer: Some(peer_id.to_string()),
+        });
+    }
+    Ok(())
+}
+
+/// Accepting side: every client must present a chain to our root via a partner's cross-cert.
+#[derive(Debug)]
+pub(super) struct PeerClientVerifier {
+    pub trust: Arc<NodeTrust>,
+    pub algorithms: WebPkiSupportedAlgorithms,
+    pub hints: Vec<DistinguishedName>,
+}
+
+impl ClientCertVerifier for PeerClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        identify_client(&self.trust, end_entity, &ders(intermediates), to_time(now))
+            .map_err(refuse)?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not supported".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// Dialing side: the partner's pinned root only, and its DN.
+#[derive(Debug)]
+pub(super) struct PeerServerVerifier {
+    pub trust: Arc<NodeTrust>,
+    pub peer_id: String,
+    pub algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PeerServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        verify_server(&self.trust, &self.peer_id, end_entity, &ders(intermediates), to_time(now))
+            .map_err(refuse)?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is not supported".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
