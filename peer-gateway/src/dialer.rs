@@ -157,7 +157,13 @@ async fn dial(gw: &Arc<Gateway>, peer_id: &str, endpoint: &str) -> Result<Option
         let mut framed = Framed::new(stream, FrameCodec::new(link.max_frame_bytes));
         crate::link::exchange_hello(&mut framed, gw, peer_id)
             .await
-            .map_err(|e| (e.to_string(), None))?;
+            .map_err(|e| {
+                let refusal = match e {
+                    crate::link::SetupError::RejectedByPeer(_) => Some("rejected_by_peer"),
+                    crate::link::SetupError::Hello(_) => None,
+                };
+                (e.to_string(), refusal)
+            })?;
         Ok::<_, DialError>((framed, chain))
     };
     let (framed, chain) = tokio::time::timeout(link.handshake_timeout(), handshake)

@@ -15,6 +15,14 @@
 //!
 //! Decoding errors close the link: [`FrameError::goodbye_code`] tells the link
 //! which [`GoodbyeCode`] to send before it does.
+//!
+//! The ALPN id itself (`shared::tls::ALPN`) lives with the TLS set-up; a new
+//! framing version gets a new id, so two implementations never disagree about
+//! the framing they speak.
+
+// The module is the protocol's whole vocabulary (limits, constructors); the
+// gateway does not use every item of it yet.
+#![allow(dead_code)]
 
 use std::fmt;
 use std::time::Duration;
@@ -22,10 +30,6 @@ use std::time::Duration;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use tokio_util::codec::{Decoder, Encoder};
-
-/// The TLS ALPN protocol id of this version; a new version gets a new id, so
-/// two implementations never disagree about the framing they speak.
-pub const ALPN: &[u8] = b"peerlink/1";
 
 /// The `version` a `Hello` of this protocol carries (the ALPN id already
 /// selected the version; the field lets a peer detect a buggy implementation).

@@ -113,7 +113,9 @@ pub struct Gateway {
 
 /// RFC 3339 of now.
 pub fn now_text() -> String {
-    shared::cadb::rfc3339(OffsetDateTime::now_utc())
+    let now = OffsetDateTime::now_utc();
+    let millis = now.nanosecond() / 1_000_000 * 1_000_000;
+    shared::cadb::rfc3339(now.replace_nanosecond(millis).unwrap_or(now))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

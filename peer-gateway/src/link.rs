@@ -23,6 +23,20 @@ pub enum SetupError {
     /// Hello missing, late or inconsistent.
     #[error("link set-up failed: {0}")]
     Hello(String),
+    /// The partner refused our certificate: in TLS 1.3 a client learns that only
+    /// from the alert that arrives instead of the partner's first frame.
+    #[error("the partner refused our certificate ({0}); check that it has registered us, that our cross-certificate and server certificate are current and not revoked")]
+    RejectedByPeer(String),
+}
+
+fn alert_of(e: &crate::frame::FrameError) -> Option<String> {
+    let crate::frame::FrameError::Io(io) = e else {
+        return None;
+    };
+    match io.get_ref()?.downcast_ref::<rustls::Error>()? {
+        rustls::Error::AlertReceived(alert) => Some(format!("TLS alert {alert:?}")),
+        _ => None,
+    }
 }
 
 /// Exchanges Hello frames; the partner's Hello must name the node its certificate names.
@@ -40,10 +54,10 @@ where
         max_payload: gw.config.link.max_frame_bytes,
         heartbeat_ms: u32::try_from(gw.config.link.heartbeat_ms).unwrap_or(u32::MAX),
     };
-    framed
-        .send(hello)
-        .await
-        .map_err(|e| SetupError::Hello(format!("cannot send hello: {e}")))?;
+    framed.send(hello).await.map_err(|e| match alert_of(&e) {
+        Some(alert) => SetupError::RejectedByPeer(alert),
+        None => SetupError::Hello(format!("cannot send hello: {e}")),
+    })?;
     match framed.next().await {
         Some(Ok(Frame::Hello { version, node_id, .. })) => {
             if version != PROTOCOL_VERSION {
@@ -63,7 +77,10 @@ where
             "expected hello, got {}",
             other.frame_type_name()
         ))),
-        Some(Err(e)) => Err(SetupError::Hello(e.to_string())),
+        Some(Err(e)) => Err(match alert_of(&e) {
+            Some(alert) => SetupError::RejectedByPeer(alert),
+            None => SetupError::Hello(e.to_string()),
+        }),
         None => Err(SetupError::Hello("connection closed before hello".into())),
     }
 }

@@ -29,6 +29,8 @@
 //! # drop(stream); Ok(()) }
 //! ```
 
+#[cfg(test)]
+mod tests;
 mod trust;
 mod verifier;
 
