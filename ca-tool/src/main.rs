@@ -139,6 +139,9 @@ enum Command {
         /// Refuse unless the partner's root fingerprint is this (as read over the phone).
         #[arg(long, value_name = "SHA256")]
         expect_fingerprint: Option<String>,
+        /// Allow signing a partner we revoked before (same root key).
+        #[arg(long)]
+        reactivate: bool,
         #[command(flatten)]
         passphrase: PassphraseArg,
     },
@@ -300,6 +303,7 @@ async fn run(command: Command) -> error::CliResult {
             out,
             days,
             expect_fingerprint,
+            reactivate,
             passphrase,
         } => {
             peer::sign(
@@ -308,6 +312,7 @@ async fn run(command: Command) -> error::CliResult {
                 &out,
                 days,
                 expect_fingerprint.as_deref(),
+                reactivate,
                 &passphrase,
             )
             .await

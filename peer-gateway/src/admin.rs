@@ -44,15 +44,32 @@ async fn ping(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Respons
     if !gw.tls().trust().peers.contains_key(&id) {
         return error(StatusCode::NOT_FOUND, format!("unknown peer {id}"));
     }
-    let Some(link) = gw.link(&id) else {
-        return error(StatusCode::SERVICE_UNAVAILABLE, format!("no link to {id} right now"));
+    // A ping is demand: it reopens an idle link and waits for it briefly.
+    gw.demand(&id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let link = loop {
+        if let Some(link) = gw.link(&id) {
+            break link;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("no link to {id} right now"),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
     if link.commands.send(LinkCommand::Ping(tx)).await.is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, format!("the link to {id} just closed"));
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the link to {id} just closed"),
+        );
     }
     match tokio::time::timeout(Duration::from_secs(10), rx).await {
-        Ok(Ok(rtt)) => Json(json!({ "peer": id, "rtt_ms": rtt.as_secs_f64() * 1000.0 })).into_response(),
+        Ok(Ok(rtt)) => {
+            Json(json!({ "peer": id, "rtt_ms": rtt.as_secs_f64() * 1000.0 })).into_response()
+        }
         _ => error(StatusCode::GATEWAY_TIMEOUT, format!("no pong from {id}")),
     }
 }

@@ -11,15 +11,25 @@ use tokio::net::TcpStream;
 /// Sends one request and returns (status code, body).
 pub async fn request(admin: &str, method: &str, path: &str) -> Result<(u16, String), String> {
     let work = async {
-        let mut stream = TcpStream::connect(admin)
-            .await
-            .map_err(|e| format!("cannot reach the gateway's admin API at {admin}: {e} (is it running? see --admin)"))?;
+        let mut stream = TcpStream::connect(admin).await.map_err(|e| {
+            format!(
+                "cannot reach the gateway's admin API at {admin}: {e} (is it running? see --admin)"
+            )
+        })?;
         let req = format!("{method} {path} HTTP/1.0\r\nHost: {admin}\r\nContent-Length: 0\r\n\r\n");
-        stream.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+        stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
-        stream.read_to_end(&mut buf).await.map_err(|e| e.to_string())?;
+        stream
+            .read_to_end(&mut buf)
+            .await
+            .map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&buf).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed HTTP response")?;
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or("malformed HTTP response")?;
         let code = head
             .split_whitespace()
             .nth(1)
@@ -45,10 +55,19 @@ pub async fn status(admin: &str, json: bool) -> Result<(), String> {
     let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
     let s = |v: &serde_json::Value| v.as_str().unwrap_or("-").to_string();
     println!("Node {}  ({})", s(&v["node_id"]), s(&v["subject"]));
-    println!("Listening on {}; server certificate valid until {}", s(&v["listen"]), s(&v["server_cert_not_after"]));
-    println!("{:<34} {:<12} {:<22} {:>8}  {:<22} last error", "PEER", "STATE", "SINCE", "RTT ms", "CROSS-CERT EXPIRES");
+    println!(
+        "Listening on {}; server certificate valid until {}",
+        s(&v["listen"]),
+        s(&v["server_cert_not_after"])
+    );
+    println!(
+        "{:<34} {:<12} {:<22} {:>8}  {:<22} last error",
+        "PEER", "STATE", "SINCE", "RTT ms", "CROSS-CERT EXPIRES"
+    );
     for p in v["peers"].as_array().into_iter().flatten() {
-        let rtt = p["rtt_ms"].as_f64().map_or("-".to_string(), |r| format!("{r:.2}"));
+        let rtt = p["rtt_ms"]
+            .as_f64()
+            .map_or("-".to_string(), |r| format!("{r:.2}"));
         println!(
             "{:<34} {:<12} {:<22} {:>8}  {:<22} {}",
             s(&p["node_id"]),
@@ -73,8 +92,13 @@ pub async fn ping(admin: &str, peer: &str) -> Result<(), String> {
     let (code, body) = request(admin, "POST", &format!("/v1/peers/{peer}/ping")).await?;
     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
     if code != 200 {
-        return Err(v["error"].as_str().map_or(format!("HTTP {code}: {body}"), str::to_string));
+        return Err(v["error"]
+            .as_str()
+            .map_or(format!("HTTP {code}: {body}"), str::to_string));
     }
-    println!("pong from {peer}: {:.3} ms", v["rtt_ms"].as_f64().unwrap_or(f64::NAN));
+    println!(
+        "pong from {peer}: {:.3} ms",
+        v["rtt_ms"].as_f64().unwrap_or(f64::NAN)
+    );
     Ok(())
 }

@@ -139,8 +139,6 @@ pub struct PeerOverride {
 /// A checked configuration with paths resolved against the config file's directory.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The config file.
-    pub path: PathBuf,
     /// Public part of the CA directory.
     pub node_dir: PathBuf,
     /// Server certificate.
@@ -151,7 +149,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener.
     pub admin_listen: SocketAddr,
-    /// Database URL (used by durable messaging).
+    /// Database URL. Read and checked now; durable messaging (the next release) uses it.
+    #[allow(dead_code)]
     pub database_url: String,
     /// Where the gateway keeps state (partners' CRLs).
     pub state_dir: PathBuf,
@@ -179,8 +178,17 @@ impl Config {
             path: display.clone(),
             message: e.to_string().trim_end().to_string(),
         })?;
-        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let resolve = |p: &Path| {
+            if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            }
+        };
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             path: display.clone(),
             key: key.to_string(),
@@ -188,12 +196,18 @@ impl Config {
             message,
         };
         let addr = |key: &str, value: &str| -> Result<SocketAddr, ConfigError> {
-            value
-                .parse()
-                .map_err(|_| invalid(key, format!("{value:?} is not an IP:PORT address (e.g. 127.0.0.1:7443)")))
+            value.parse().map_err(|_| {
+                invalid(
+                    key,
+                    format!("{value:?} is not an IP:PORT address (e.g. 127.0.0.1:7443)"),
+                )
+            })
         };
         let listen = addr("listen", &raw.listen)?;
-        let admin_listen = addr("admin_listen", raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN))?;
+        let admin_listen = addr(
+            "admin_listen",
+            raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
+        )?;
         if !admin_listen.ip().is_loopback() {
             tracing::warn!(admin_listen = %admin_listen, "the admin API is reachable beyond loopback");
         }
@@ -206,14 +220,23 @@ impl Config {
             ("link.reload_poll_ms", l.reload_poll_ms),
         ] {
             if value == 0 {
-                return Err(invalid(key.rsplit('.').next().unwrap_or(key), format!("{key} must be greater than 0")));
+                return Err(invalid(
+                    key.rsplit('.').next().unwrap_or(key),
+                    format!("{key} must be greater than 0"),
+                ));
             }
         }
         if l.backoff_cap_ms < l.backoff_base_ms {
-            return Err(invalid("backoff_cap_ms", "must be at least backoff_base_ms".into()));
+            return Err(invalid(
+                "backoff_cap_ms",
+                "must be at least backoff_base_ms".into(),
+            ));
         }
         if l.dead_after_heartbeats < 2 {
-            return Err(invalid("dead_after_heartbeats", "must be at least 2".into()));
+            return Err(invalid(
+                "dead_after_heartbeats",
+                "must be at least 2".into(),
+            ));
         }
         if l.max_frame_bytes < 64 * 1024 {
             return Err(invalid("max_frame_bytes", "must be at least 65536".into()));
@@ -221,14 +244,14 @@ impl Config {
         for (id, o) in &raw.peers {
             shared::identity::check_node_id(id).map_err(|e| invalid(id, e.to_string()))?;
             for e in &o.endpoints {
-                shared::bundle::check_endpoint(e).map_err(|err| invalid("endpoints", err.to_string()))?;
+                shared::bundle::check_endpoint(e)
+                    .map_err(|err| invalid("endpoints", err.to_string()))?;
             }
         }
-        let database_url = raw.database_url.unwrap_or_else(|| {
-            format!("sqlite://{}", base.join("gateway.db").display())
-        });
+        let database_url = raw
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}", base.join("gateway.db").display()));
         Ok(Config {
-            path: path.to_path_buf(),
             node_dir: resolve(&raw.node_dir),
             server_cert: resolve(&raw.server_cert),
             server_key: resolve(&raw.server_key),
@@ -272,20 +295,29 @@ mod tests {
     #[test]
     fn unknown_key_is_reported_with_its_line() {
         let text = format!("{MINIMAL}hearbeat_ms = 5\n");
-        let err = Config::parse(&text, Path::new("g.toml")).unwrap_err().to_string();
-        assert!(err.contains("line 5") && err.contains("hearbeat_ms"), "{err}");
+        let err = Config::parse(&text, Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 5") && err.contains("hearbeat_ms"),
+            "{err}"
+        );
     }
 
     #[test]
     fn bad_address_names_key_and_line() {
         let text = MINIMAL.replace("127.0.0.1:7443", "localhost");
-        let err = Config::parse(&text, Path::new("g.toml")).unwrap_err().to_string();
+        let err = Config::parse(&text, Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`listen`") && err.contains("line 4"), "{err}");
     }
 
     #[test]
     fn missing_key_is_named() {
-        let err = Config::parse("listen = \"127.0.0.1:1\"\n", Path::new("g.toml")).unwrap_err().to_string();
+        let err = Config::parse("listen = \"127.0.0.1:1\"\n", Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("node_dir"), "{err}");
     }
 
@@ -298,7 +330,12 @@ mod tests {
         assert_eq!(c.link.heartbeat_ms, 1000);
         assert_eq!(c.peers["abc"].endpoints, vec!["127.0.0.1:9".to_string()]);
         let bad = format!("{MINIMAL}[link]\nheartbeat_ms = 0\n");
-        let err = Config::parse(&bad, Path::new("g.toml")).unwrap_err().to_string();
-        assert!(err.contains("heartbeat_ms") && err.contains("line 6"), "{err}");
+        let err = Config::parse(&bad, Path::new("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("heartbeat_ms") && err.contains("line 6"),
+            "{err}"
+        );
     }
 }

@@ -74,15 +74,18 @@ impl CrlStore {
 
 /// Verifies that `der` is a current CRL issued and signed by the partner's root; returns its number.
 pub fn check_crl(peer: &PeerTrust, der: &[u8]) -> Result<u64, String> {
-    let (rest, crl) = CertificateRevocationList::from_der(der).map_err(|e| format!("malformed CRL: {e}"))?;
+    let (rest, crl) =
+        CertificateRevocationList::from_der(der).map_err(|e| format!("malformed CRL: {e}"))?;
     if !rest.is_empty() {
         return Err("trailing bytes after the CRL".into());
     }
-    let (_, root) = X509Certificate::from_der(&peer.root_der).map_err(|e| format!("partner root: {e}"))?;
+    let (_, root) =
+        X509Certificate::from_der(&peer.root_der).map_err(|e| format!("partner root: {e}"))?;
     if !shared::validate::names::dn_equal(crl.issuer(), root.subject()) {
         return Err("the CRL is not issued by the partner's root".into());
     }
-    let (spki_alg, key) = shared::signature::split_spki(root.public_key().raw).map_err(|e| e.to_string())?;
+    let (spki_alg, key) =
+        shared::signature::split_spki(root.public_key().raw).map_err(|e| e.to_string())?;
     shared::signature::verify(
         &spki_alg,
         &key,
@@ -90,7 +93,9 @@ pub fn check_crl(peer: &PeerTrust, der: &[u8]) -> Result<u64, String> {
         crl.tbs_cert_list.as_ref(),
         &crl.signature_value.data,
     )
-    .map_err(|e| format!("the CRL signature does not verify with the partner's pinned root ({e})"))?;
+    .map_err(|e| {
+        format!("the CRL signature does not verify with the partner's pinned root ({e})")
+    })?;
     let now = ::time::OffsetDateTime::now_utc();
     if let Some(next) = crl.next_update() {
         if next.to_datetime() < now {

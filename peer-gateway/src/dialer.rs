@@ -41,6 +41,14 @@ pub async fn supervise(gw: Arc<Gateway>, peer_id: String) {
             }
             continue;
         }
+        if gw.is_idle(&peer_id) {
+            // Closed for idleness: reopened when somebody needs the link.
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = gw.shutdown.cancelled() => return,
+            }
+            continue;
+        }
         if !peer.can_dial() {
             let why = if peer.issued_to_us_der.is_none() {
                 "no cross-certificate from this partner is registered; waiting for it to dial us"
@@ -68,9 +76,18 @@ pub async fn supervise(gw: Arc<Gateway>, peer_id: String) {
         first = false;
 
         let endpoints = gw.endpoints_of(&peer_id);
-        gw.set_state(&peer_id, LinkState::Connecting, None, None, backoff.attempts());
+        gw.set_state(
+            &peer_id,
+            LinkState::Connecting,
+            None,
+            None,
+            backoff.attempts(),
+        );
         let outcome = if endpoints.is_empty() {
-            Err(("no endpoints known for this partner; waiting for it to dial us".to_string(), None))
+            Err((
+                "no endpoints known for this partner; waiting for it to dial us".to_string(),
+                None,
+            ))
         } else {
             dial_any(&gw, &peer_id, &endpoints).await
         };
@@ -79,14 +96,18 @@ pub async fn supervise(gw: Arc<Gateway>, peer_id: String) {
                 if up_for.is_some_and(|d| d >= stable_after) {
                     backoff.reset();
                 }
-                if up_for.is_some() && !gw.shutdown.is_cancelled() {
+                if up_for.is_some() && !gw.shutdown.is_cancelled() && !gw.is_idle(&peer_id) {
                     // The link just dropped: first retry after a short delay.
                     let delay = backoff.next_delay();
                     sleep_or_wake(&gw, &wake, delay).await;
                 }
             }
             Err((error, refusal)) => {
-                let state = if refusal.is_some() { LinkState::Refused } else { LinkState::BackingOff };
+                let state = if refusal.is_some() {
+                    LinkState::Refused
+                } else {
+                    LinkState::BackingOff
+                };
                 let delay = backoff.next_delay();
                 tracing::debug!(peer = %peer_id, error = %error, delay_ms = delay.as_millis() as u64, "dial failed");
                 gw.set_state(&peer_id, state, Some(error), refusal, backoff.attempts());
@@ -108,7 +129,11 @@ type DialError = (String, Option<&'static str>);
 
 /// Tries each endpoint in turn; on success runs the link to its end and returns how
 /// long it was up (None if the tie-break dropped it).
-async fn dial_any(gw: &Arc<Gateway>, peer_id: &str, endpoints: &[String]) -> Result<Option<Duration>, DialError> {
+async fn dial_any(
+    gw: &Arc<Gateway>,
+    peer_id: &str,
+    endpoints: &[String],
+) -> Result<Option<Duration>, DialError> {
     let mut last: DialError = ("no endpoint tried".into(), None);
     for endpoint in endpoints {
         match dial(gw, peer_id, endpoint).await {
@@ -124,7 +149,11 @@ async fn dial_any(gw: &Arc<Gateway>, peer_id: &str, endpoints: &[String]) -> Res
     Err(last)
 }
 
-async fn dial(gw: &Arc<Gateway>, peer_id: &str, endpoint: &str) -> Result<Option<Duration>, DialError> {
+async fn dial(
+    gw: &Arc<Gateway>,
+    peer_id: &str,
+    endpoint: &str,
+) -> Result<Option<Duration>, DialError> {
     let link = &gw.config.link;
     let tcp = tokio::time::timeout(
         Duration::from_millis(link.connect_timeout_ms),
@@ -138,9 +167,8 @@ async fn dial(gw: &Arc<Gateway>, peer_id: &str, endpoint: &str) -> Result<Option
     let handshake = async {
         let stream = tls.connect(tcp, peer_id).await.map_err(|e| {
             let refusal = match &e {
-                shared::tls::HandshakeError::Refused(_) | shared::tls::HandshakeError::RejectedByPeer(_) => {
-                    Some(e.reason())
-                }
+                shared::tls::HandshakeError::Refused(_)
+                | shared::tls::HandshakeError::RejectedByPeer(_) => Some(e.reason()),
                 _ => None,
             };
             if let shared::tls::HandshakeError::Refused(r) = &e {
@@ -169,5 +197,12 @@ async fn dial(gw: &Arc<Gateway>, peer_id: &str, endpoint: &str) -> Result<Option
     let (framed, chain) = tokio::time::timeout(link.handshake_timeout(), handshake)
         .await
         .map_err(|_| ("handshake timed out".to_string(), None))??;
-    Ok(crate::link::run(gw.clone(), peer_id.to_string(), Direction::Outbound, framed, chain).await)
+    Ok(crate::link::run(
+        gw.clone(),
+        peer_id.to_string(),
+        Direction::Outbound,
+        framed,
+        chain,
+    )
+    .await)
 }

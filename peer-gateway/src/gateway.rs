@@ -34,6 +34,8 @@ pub enum LinkState {
     Refused,
     /// Revoked, deactivated or missing the cross-cert it issued us: not dialed, refused.
     Inactive,
+    /// Closed for lack of traffic (`idle_close_ms`); reopened on demand by either side.
+    Idle,
 }
 
 /// Orders a link task can receive.
@@ -91,6 +93,7 @@ struct PeerEntry {
     status: PeerStatus,
     link: Option<LinkHandle>,
     wake: Arc<Notify>,
+    idle: bool,
 }
 
 /// The gateway.
@@ -191,6 +194,7 @@ impl Gateway {
                 },
                 link: None,
                 wake: Arc::new(Notify::new()),
+                idle: false,
             },
         );
         true
@@ -201,9 +205,10 @@ impl Gateway {
         let removed = lock(&self.peers).remove(peer_id);
         if let Some(entry) = removed {
             if let Some(link) = entry.link {
-                let _ = link
-                    .commands
-                    .try_send(LinkCommand::Close(GoodbyeCode::Revoked, "partner removed".into()));
+                let _ = link.commands.try_send(LinkCommand::Close(
+                    GoodbyeCode::Revoked,
+                    "partner removed".into(),
+                ));
             }
             entry.wake.notify_one();
         }
@@ -228,7 +233,9 @@ impl Gateway {
 
     /// Whether a partner currently has a link.
     pub fn has_link(&self, peer_id: &str) -> bool {
-        lock(&self.peers).get(peer_id).is_some_and(|e| e.link.is_some())
+        lock(&self.peers)
+            .get(peer_id)
+            .is_some_and(|e| e.link.is_some())
     }
 
     /// The partner's current link, if any.
@@ -273,6 +280,7 @@ impl Gateway {
         entry.status.last_error = None;
         entry.status.last_refusal = None;
         entry.status.rtt_ms = None;
+        entry.idle = false;
         entry.status.direction = Some(match handle.direction {
             Direction::Inbound => "inbound",
             Direction::Outbound => "outbound",
@@ -283,12 +291,23 @@ impl Gateway {
     }
 
     /// Unregisters a link that ended; returns how long it was up if it was the current one.
-    pub fn link_ended(&self, peer_id: &str, link_id: u64, error: Option<String>) -> Option<Duration> {
+    pub fn link_ended(
+        &self,
+        peer_id: &str,
+        link_id: u64,
+        error: Option<String>,
+        idle: bool,
+    ) -> Option<Duration> {
         let mut peers = lock(&self.peers);
         let entry = peers.get_mut(peer_id)?;
         let current = entry.link.as_ref().filter(|l| l.id == link_id)?.since;
         entry.link = None;
-        entry.status.state = LinkState::BackingOff;
+        entry.idle = idle;
+        entry.status.state = if idle {
+            LinkState::Idle
+        } else {
+            LinkState::BackingOff
+        };
         entry.status.since = now_text();
         entry.status.last_error = error;
         entry.status.rtt_ms = None;
@@ -297,8 +316,30 @@ impl Gateway {
         Some(current.elapsed())
     }
 
+    /// Whether the partner's link was closed for idleness and nobody asked for it since.
+    pub fn is_idle(&self, peer_id: &str) -> bool {
+        lock(&self.peers).get(peer_id).is_some_and(|e| e.idle)
+    }
+
+    /// Asks for a link to the partner (reopens an idle one).
+    pub fn demand(&self, peer_id: &str) {
+        if let Some(entry) = lock(&self.peers).get_mut(peer_id) {
+            if entry.idle {
+                entry.idle = false;
+                entry.wake.notify_one();
+            }
+        }
+    }
+
     /// Updates a partner's state (dialer bookkeeping).
-    pub fn set_state(&self, peer_id: &str, state: LinkState, error: Option<String>, refusal: Option<&str>, attempts: u32) {
+    pub fn set_state(
+        &self,
+        peer_id: &str,
+        state: LinkState,
+        error: Option<String>,
+        refusal: Option<&str>,
+        attempts: u32,
+    ) {
         let mut peers = lock(&self.peers);
         if let Some(entry) = peers.get_mut(peer_id) {
             if entry.link.is_some() && state != LinkState::Connected {
@@ -349,7 +390,10 @@ impl Gateway {
     /// Status of every partner, with endpoints and certificate expiry filled in.
     pub fn statuses(&self) -> Vec<PeerStatus> {
         let tls = self.tls();
-        let mut out: Vec<PeerStatus> = lock(&self.peers).values().map(|e| e.status.clone()).collect();
+        let mut out: Vec<PeerStatus> = lock(&self.peers)
+            .values()
+            .map(|e| e.status.clone())
+            .collect();
         for s in &mut out {
             s.endpoints = self.endpoints_of(&s.node_id);
             s.cross_cert_not_after = tls

@@ -59,9 +59,13 @@ where
         None => SetupError::Hello(format!("cannot send hello: {e}")),
     })?;
     match framed.next().await {
-        Some(Ok(Frame::Hello { version, node_id, .. })) => {
+        Some(Ok(Frame::Hello {
+            version, node_id, ..
+        })) => {
             if version != PROTOCOL_VERSION {
-                return Err(SetupError::Hello(format!("partner speaks protocol version {version}")));
+                return Err(SetupError::Hello(format!(
+                    "partner speaks protocol version {version}"
+                )));
             }
             if node_id != expected_peer {
                 return Err(SetupError::Hello(format!(
@@ -121,31 +125,49 @@ where
 
     let result = drive(&gw, &peer_id, &mut framed, &mut commands).await;
     let _ = framed.close().await;
-    let error = match &result {
-        Ok(reason) => {
+    let (error, idle) = match result {
+        Ok(End::Idle(reason)) => {
+            tracing::info!(peer = %peer_id, link = link_id, reason = %reason, "link closed while idle");
+            (Some(reason), true)
+        }
+        Ok(End::Orderly(reason)) => {
             tracing::info!(peer = %peer_id, link = link_id, reason = %reason, "link down");
-            Some(reason.clone())
+            (Some(reason), false)
         }
         Err(e) => {
             tracing::warn!(peer = %peer_id, link = link_id, error = %e, "link down");
-            Some(e.clone())
+            (Some(e), false)
         }
     };
-    gw.link_ended(&peer_id, link_id, error)
+    gw.link_ended(&peer_id, link_id, error, idle)
 }
 
-/// The link loop. Ok(reason) for orderly ends, Err(reason) for failures.
+/// How a link ended without failure.
+enum End {
+    /// Goodbye, shutdown, replaced.
+    Orderly(String),
+    /// Closed for lack of traffic: not redialed until there is demand.
+    Idle(String),
+}
+
+/// The link loop. Ok for orderly ends, Err(reason) for failures.
 async fn drive<S>(
     gw: &Arc<Gateway>,
     peer_id: &str,
     framed: &mut Framed<S, FrameCodec>,
     commands: &mut mpsc::Receiver<LinkCommand>,
-) -> Result<String, String>
+) -> Result<End, String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let heartbeat = gw.config.link.heartbeat();
     let dead_after = gw.config.link.dead_after();
+    let idle_after = match gw.config.link.idle_close_ms {
+        0 => None,
+        ms => Some(Duration::from_millis(ms)),
+    };
+    // Application activity (anything but heartbeats) keeps an idle-closing link open.
+    let mut last_activity = Instant::now();
     let mut last_rx = Instant::now();
     let mut last_tx = Instant::now();
     let mut next_nonce: u64 = 1;
@@ -170,6 +192,9 @@ where
                     }
                     Some(Ok(frame)) => match frame {
                         Frame::Ping { nonce } => send(framed, Frame::Pong { nonce }, &mut last_tx).await?,
+                        Frame::Goodbye { code: GoodbyeCode::Idle, reason } => {
+                            return Ok(End::Idle(format!("partner closed the idle link: {reason}")));
+                        }
                         Frame::Pong { nonce } => {
                             if let Some(pos) = pending.iter().position(|(n, _, _)| *n == nonce) {
                                 let (_, sent, reply) = pending.swap_remove(pos);
@@ -182,7 +207,7 @@ where
                         }
                         Frame::Crl { der } => handle_crl(gw, peer_id, &der),
                         Frame::Goodbye { code, reason } => {
-                            return Ok(format!("partner said goodbye: {code:?} {reason}"));
+                            return Ok(End::Orderly(format!("partner said goodbye: {code:?} {reason}")));
                         }
                         Frame::Unknown { .. } => {}
                         other => {
@@ -195,6 +220,7 @@ where
             }
             command = commands.recv() => match command {
                 Some(LinkCommand::Ping(reply)) => {
+                    last_activity = Instant::now();
                     let nonce = next_nonce;
                     next_nonce += 1;
                     pending.push((nonce, Instant::now(), Some(reply)));
@@ -203,9 +229,9 @@ where
                 Some(LinkCommand::SendCrl(der)) => send(framed, Frame::Crl { der: der.into() }, &mut last_tx).await?,
                 Some(LinkCommand::Close(code, reason)) => {
                     let _ = framed.send(Frame::Goodbye { code, reason: reason.clone() }).await;
-                    return Ok(format!("closed by us: {code:?} {reason}"));
+                    return Ok(End::Orderly(format!("closed by us: {code:?} {reason}")));
                 }
-                None => return Ok("gateway stopping".into()),
+                None => return Ok(End::Orderly("gateway stopping".into())),
             },
             _ = tick.tick() => {
                 if last_rx.elapsed() >= dead_after {
@@ -213,6 +239,10 @@ where
                     return Err(format!("dead link: nothing received for {} ms", dead_after.as_millis()));
                 }
                 pending.retain(|(_, sent, _)| sent.elapsed() < dead_after);
+                if idle_after.is_some_and(|idle| last_activity.elapsed() >= idle) {
+                    let _ = framed.send(Frame::Goodbye { code: GoodbyeCode::Idle, reason: "no traffic".into() }).await;
+                    return Ok(End::Idle("closed by us: idle".into()));
+                }
                 if last_tx.elapsed() >= heartbeat {
                     let nonce = next_nonce;
                     next_nonce += 1;
@@ -222,17 +252,24 @@ where
             }
             _ = gw.shutdown.cancelled() => {
                 let _ = framed.send(Frame::Goodbye { code: GoodbyeCode::Normal, reason: "gateway shutting down".into() }).await;
-                return Ok("gateway shutting down".into());
+                return Ok(End::Orderly("gateway shutting down".into()));
             }
         }
     }
 }
 
-async fn send<S>(framed: &mut Framed<S, FrameCodec>, frame: Frame, last_tx: &mut Instant) -> Result<(), String>
+async fn send<S>(
+    framed: &mut Framed<S, FrameCodec>,
+    frame: Frame,
+    last_tx: &mut Instant,
+) -> Result<(), String>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    framed.send(frame).await.map_err(|e| format!("send failed: {e}"))?;
+    framed
+        .send(frame)
+        .await
+        .map_err(|e| format!("send failed: {e}"))?;
     *last_tx = Instant::now();
     Ok(())
 }
@@ -248,6 +285,8 @@ fn handle_crl(gw: &Arc<Gateway>, peer_id: &str, der: &[u8]) {
             gw.reload_request.notify_one();
         }
         Ok(CrlOutcome::NotNewer) => {}
-        Err(e) => tracing::warn!(peer = %peer_id, error = %e, "ignored a CRL offered by the partner"),
+        Err(e) => {
+            tracing::warn!(peer = %peer_id, error = %e, "ignored a CRL offered by the partner")
+        }
     }
 }

@@ -44,9 +44,17 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
     }
 }
 
-type Accepted = (String, Framed<tokio_rustls::server::TlsStream<TcpStream>, FrameCodec>, Vec<Vec<u8>>);
+type Accepted = (
+    String,
+    Framed<tokio_rustls::server::TlsStream<TcpStream>, FrameCodec>,
+    Vec<Vec<u8>>,
+);
 
-async fn handshake(gw: &Arc<Gateway>, tcp: TcpStream, remote: std::net::SocketAddr) -> Option<Accepted> {
+async fn handshake(
+    gw: &Arc<Gateway>,
+    tcp: TcpStream,
+    remote: std::net::SocketAddr,
+) -> Option<Accepted> {
     let _ = tcp.set_nodelay(true);
     let tls = gw.tls();
     let work = async {

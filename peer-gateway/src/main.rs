@@ -82,7 +82,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -91,7 +94,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Keygen { node_dir, out_key, out_csr, cn } => keygen::run(&node_dir, &out_key, &out_csr, cn.as_deref()),
+            Command::Keygen {
+                node_dir,
+                out_key,
+                out_csr,
+                cn,
+            } => keygen::run(&node_dir, &out_key, &out_csr, cn.as_deref()),
             Command::Run { config } => run(&config).await,
             Command::Status { admin, json } => client::status(&admin, json).await,
             Command::Ping { peer_id, admin } => client::ping(&admin, &peer_id).await,
@@ -116,7 +124,12 @@ async fn run(config_path: &std::path::Path) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await
-        .map_err(|e| format!("cannot listen on admin address {}: {e}", config.admin_listen))?;
+        .map_err(|e| {
+            format!(
+                "cannot listen on admin address {}: {e}",
+                config.admin_listen
+            )
+        })?;
     let gw = gateway::Gateway::new(config, tls, crls);
     let trust = gw.tls().trust().clone();
     tracing::info!(
@@ -169,4 +182,3 @@ async fn wait_for_stop_signal() -> Result<(), String> {
     }
     Ok(())
 }
-

@@ -17,11 +17,15 @@ use crate::gateway::{Gateway, LinkCommand};
 use crate::tiebreak::Direction;
 
 /// Loads the trust snapshot and TLS configuration from the configured files.
-pub async fn load_tls(gw_config: &crate::config::Config, crls: &crate::crl_store::CrlStore) -> Result<PeerTls, String> {
+pub async fn load_tls(
+    gw_config: &crate::config::Config,
+    crls: &crate::crl_store::CrlStore,
+) -> Result<PeerTls, String> {
     let trust = NodeTrust::load(&gw_config.node_dir, &crls.load_all())
         .await
         .map_err(|e| e.to_string())?;
-    let identity = ServerIdentity::load(&gw_config.server_cert, &gw_config.server_key, &trust).map_err(|e| e.to_string())?;
+    let identity = ServerIdentity::load(&gw_config.server_cert, &gw_config.server_key, &trust)
+        .map_err(|e| e.to_string())?;
     PeerTls::new(Arc::new(trust), Arc::new(identity)).map_err(|e| e.to_string())
 }
 
@@ -72,15 +76,24 @@ pub async fn reload(gw: &Arc<Gateway>, cause: &str) {
             }),
             Direction::Outbound => verify_server(trust, &id, leaf, rest, now),
         };
-        let still_active = trust.peers.get(&id).is_some_and(|p| p.status == shared::tls::PeerStatus::Active);
+        let still_active = trust
+            .peers
+            .get(&id)
+            .is_some_and(|p| p.status == shared::tls::PeerStatus::Active);
         if let Err(refusal) = verdict {
             tracing::warn!(peer = %id, reason = refusal.reason, detail = %refusal.detail, "closing link after reload");
             gw.record_refusal(refusal.reason, Some(&id), &refusal.detail);
-            let _ = link.commands.try_send(LinkCommand::Close(GoodbyeCode::Revoked, "certificate no longer accepted".into()));
+            let _ = link.commands.try_send(LinkCommand::Close(
+                GoodbyeCode::Revoked,
+                "certificate no longer accepted".into(),
+            ));
         } else if !still_active {
             tracing::warn!(peer = %id, "closing link: partner deactivated");
             gw.record_refusal("peer_inactive", Some(&id), "partner revoked or deactivated");
-            let _ = link.commands.try_send(LinkCommand::Close(GoodbyeCode::Revoked, "partner deactivated".into()));
+            let _ = link.commands.try_send(LinkCommand::Close(
+                GoodbyeCode::Revoked,
+                "partner deactivated".into(),
+            ));
         }
     }
     if trust.crl_der != old_crl {
@@ -111,7 +124,9 @@ fn snapshot(paths: &[PathBuf], node_dir: &Path) -> Vec<(PathBuf, Option<(SystemT
     files
         .into_iter()
         .map(|p| {
-            let meta = std::fs::metadata(&p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+            let meta = std::fs::metadata(&p)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
             (p, meta)
         })
         .collect()

@@ -121,8 +121,8 @@ pub fn export(
     out.push_str(&format!("Endpoints:    {}\n", endpoints.join(", ")));
     out.push_str(&format!("Created at:   {}\n\n", info.created_at));
     out.push_str(&pem_certificate(signer.cert_der()));
-    out.push_str(&::pem::encode(&::pem::Pem::new(INFO_LABEL, info_json)));
-    out.push_str(&::pem::encode(&::pem::Pem::new(SIGNATURE_LABEL, signature)));
+    out.push_str(&crate::profiles::pem_encode(INFO_LABEL, &info_json));
+    out.push_str(&crate::profiles::pem_encode(SIGNATURE_LABEL, &signature));
     Ok(out)
 }
 

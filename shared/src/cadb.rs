@@ -142,14 +142,20 @@ impl CaDb {
     /// of the CA directory and must never write to it).
     pub async fn open_read_only(path: &Path) -> Result<CaDb, DbError> {
         let display = path.display().to_string();
-        let sq = |source| DbError::Sqlite { path: display.clone(), source };
+        let sq = |source| DbError::Sqlite {
+            path: display.clone(),
+            source,
+        };
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(sq)?
             .filename(path)
             .read_only(true)
             .create_if_missing(false);
         let conn = SqliteConnection::connect_with(&options).await.map_err(sq)?;
-        Ok(CaDb { conn, path: display })
+        Ok(CaDb {
+            conn,
+            path: display,
+        })
     }
 
     fn err(&self, source: sqlx::Error) -> DbError {

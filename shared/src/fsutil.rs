@@ -60,7 +60,8 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsErr
             .create_new(true)
             .mode(mode)
             .open(&tmp)
-            .map_err(|e| FsError::new("cannot create", &tmp, e))?;
+            // Name the file the operator asked for, not our temporary.
+            .map_err(|e| FsError::new("cannot write", path, e))?;
         // The umask may have narrowed the mode; public files must stay readable.
         file.set_permissions(fs::Permissions::from_mode(mode))
             .map_err(|e| FsError::new("cannot set permissions on", &tmp, e))?;
@@ -89,6 +90,72 @@ pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<(), FsError>
         ));
     }
     write_atomic(path, contents, mode)
+}
+
+/// A group of file writes that can be undone together.
+///
+/// Commands that write several files and then commit a database transaction
+/// record every write here; if anything fails before the commit, `rollback`
+/// puts back the previous contents (or removes files and directories that did
+/// not exist), so the CA directory is left exactly as it was.
+#[derive(Default)]
+pub struct FileTransaction {
+    undo: Vec<Undo>,
+}
+
+enum Undo {
+    Restore(PathBuf, Vec<u8>, u32),
+    Remove(PathBuf),
+    RemoveDir(PathBuf),
+}
+
+impl FileTransaction {
+    /// Starts an empty transaction.
+    pub fn new() -> FileTransaction {
+        FileTransaction::default()
+    }
+
+    /// [`write_atomic`], remembering what was there before.
+    pub fn write(&mut self, path: &Path, contents: &[u8], mode: u32) -> Result<(), FsError> {
+        let previous = match fs::read(path) {
+            Ok(old) => {
+                let old_mode = fs::metadata(path).map_or(mode, |m| m.permissions().mode() & 0o7777);
+                Undo::Restore(path.to_path_buf(), old, old_mode)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Undo::Remove(path.to_path_buf()),
+            Err(e) => return Err(FsError::new("cannot read", path, e)),
+        };
+        write_atomic(path, contents, mode)?;
+        self.undo.push(previous);
+        Ok(())
+    }
+
+    /// [`create_dir`], remembering to remove it if it is new.
+    pub fn create_dir(&mut self, path: &Path, mode: u32) -> Result<(), FsError> {
+        if path.is_dir() {
+            return Ok(());
+        }
+        create_dir(path, mode)?;
+        self.undo.push(Undo::RemoveDir(path.to_path_buf()));
+        Ok(())
+    }
+
+    /// Undoes every recorded change, newest first (best effort).
+    pub fn rollback(self) {
+        for undo in self.undo.into_iter().rev() {
+            match undo {
+                Undo::Restore(path, old, mode) => {
+                    let _ = write_atomic(&path, &old, mode);
+                }
+                Undo::Remove(path) => {
+                    let _ = fs::remove_file(&path);
+                }
+                Undo::RemoveDir(path) => {
+                    let _ = fs::remove_dir(&path);
+                }
+            }
+        }
+    }
 }
 
 /// Creates a directory (and its parents) with the given mode, and fsyncs its parent.
@@ -132,6 +199,23 @@ mod tests {
         assert_eq!(mode, 0o600);
         // No temporary files are left behind.
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn file_transaction_rollback_restores_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.pem");
+        write_atomic(&old, b"before", PUBLIC_FILE_MODE).unwrap();
+        let mut tx = FileTransaction::new();
+        tx.write(&old, b"after", PUBLIC_FILE_MODE).unwrap();
+        let sub = dir.path().join("sub");
+        tx.create_dir(&sub, 0o755).unwrap();
+        tx.write(&sub.join("new.pem"), b"new", PUBLIC_FILE_MODE)
+            .unwrap();
+        assert_eq!(fs::read(&old).unwrap(), b"after");
+        tx.rollback();
+        assert_eq!(fs::read(&old).unwrap(), b"before");
+        assert!(!sub.exists());
     }
 
     #[test]

@@ -224,10 +224,10 @@ impl PrivateKey {
 
     /// Unencrypted PKCS#8 PEM, for gateway keys that a service must read unattended.
     pub fn to_unencrypted_pem(&self) -> Zeroizing<String> {
-        Zeroizing::new(pem::encode(&pem::Pem::new(
-            "PRIVATE KEY",
-            self.pkcs8.to_vec(),
-        )))
+        Zeroizing::new(pem::encode_config(
+            &pem::Pem::new("PRIVATE KEY", self.pkcs8.to_vec()),
+            pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+        ))
     }
 
     /// Encrypts the key with `passphrase` (PBES2, scrypt, AES-256-CBC) as PEM.

@@ -14,6 +14,6 @@ pub mod keys;
 pub mod layout;
 pub mod pemfile;
 pub mod profiles;
-pub mod tls;
 pub mod signature;
+pub mod tls;
 pub mod validate;

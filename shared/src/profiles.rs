@@ -344,12 +344,20 @@ impl Issued {
 
 /// PEM-encodes a DER certificate.
 pub fn pem_certificate(der: &[u8]) -> String {
-    ::pem::encode(&::pem::Pem::new("CERTIFICATE", der.to_vec()))
+    pem_encode("CERTIFICATE", der)
+}
+
+/// PEM with LF line endings (the `pem` crate defaults to CRLF).
+pub fn pem_encode(label: &str, der: &[u8]) -> String {
+    ::pem::encode_config(
+        &::pem::Pem::new(label, der.to_vec()),
+        ::pem::EncodeConfig::new().set_line_ending(::pem::LineEnding::LF),
+    )
 }
 
 /// PEM-encodes a DER CRL.
 pub fn pem_crl(der: &[u8]) -> String {
-    ::pem::encode(&::pem::Pem::new("X509 CRL", der.to_vec()))
+    pem_encode("X509 CRL", der)
 }
 
 /// One revoked certificate in a CRL.

@@ -74,7 +74,8 @@ pub fn print_identity(b: &VerifiedBundle) {
 /// Runs `show-bundle`.
 pub fn show(path: &Path, json: bool) -> CliResult {
     let bytes = fsutil::read(path)?;
-    let b = bundle::verify(&bytes, OffsetDateTime::now_utc())?;
+    let b = bundle::verify(&bytes, OffsetDateTime::now_utc())
+        .map_err(|e| crate::error::CliError::new(format!("{}: {e}", path.display())))?;
     if json {
         let shown = Shown {
             node_id: &b.identity.node_id,

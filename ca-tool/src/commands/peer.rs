@@ -5,7 +5,7 @@ use std::path::Path;
 use ::time::OffsetDateTime;
 use shared::bundle::{self, VerifiedBundle};
 use shared::cadb::{rfc3339, CaDb, PeerRecord};
-use shared::fsutil::{self, PUBLIC_FILE_MODE};
+use shared::fsutil::{self, FileTransaction, PUBLIC_FILE_MODE};
 use shared::identity::Fingerprint;
 use shared::pemfile::{self, ObjectKind};
 use shared::profiles::pem_certificate;
@@ -16,7 +16,9 @@ use crate::cadir::CaDir;
 use crate::error::{CliError, CliResult};
 use crate::PassphraseArg;
 
-use shared::layout::{ISSUED_BY_US, ISSUED_TO_US, PEER_BUNDLE as BUNDLE_FILE, PEER_ROOT as ROOT_FILE};
+use shared::layout::{
+    ISSUED_BY_US, ISSUED_TO_US, PEER_BUNDLE as BUNDLE_FILE, PEER_ROOT as ROOT_FILE,
+};
 
 /// Loads and verifies a partner bundle, refusing our own and key changes for known ids.
 async fn partner_bundle(
@@ -25,7 +27,8 @@ async fn partner_bundle(
     path: &Path,
 ) -> CliResult<(Vec<u8>, VerifiedBundle)> {
     let bytes = fsutil::read(path)?;
-    let b = bundle::verify(&bytes, OffsetDateTime::now_utc())?;
+    let b = bundle::verify(&bytes, OffsetDateTime::now_utc())
+        .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
     if b.identity.node_id == ca.identity.node_id || b.identity.spki_der == ca.identity.spki_der {
         return Err(CliError::new(format!(
             "{} is this node's own bundle (node id {}); sign the partner's bundle instead",
@@ -80,11 +83,21 @@ pub async fn sign(
     out: &Path,
     days: u32,
     expect_fingerprint: Option<&str>,
+    reactivate: bool,
     passphrase: &PassphraseArg,
 ) -> CliResult {
     let ca = CaDir::open(dir)?;
     let mut db = ca.db().await?;
     let (bundle_bytes, b) = partner_bundle(&ca, &mut db, bundle_path).await?;
+    if let Some(known) = db.peer(&b.identity.node_id).await? {
+        if known.status == "revoked" && !reactivate {
+            return Err(CliError::new(format!(
+                "peer {} was revoked on {}; its root key may be compromised. If the partnership \
+                 really resumes with the same root key, confirm with --reactivate",
+                known.node_id, known.updated_at
+            )));
+        }
+    }
     println!(
         "Bundle {} is valid and signed by its root.",
         bundle_path.display()
@@ -112,34 +125,34 @@ pub async fn sign(
     let existing = db.peer(&b.identity.node_id).await?;
 
     db.begin().await?;
+    let mut files = FileTransaction::new();
     let result = async {
         db.upsert_peer(&peer_record(&b, existing.as_ref(), now))
             .await?;
         db.insert_certificate("peer", &issued, Some(&b.identity.node_id), now)
             .await?;
+        files.write(out, issued.pem().as_bytes(), PUBLIC_FILE_MODE)?;
         let peer_dir = ca.peer_dir(&b.identity.node_id);
-        fsutil::create_dir(&peer_dir, 0o755)?;
-        fsutil::write_atomic(&peer_dir.join(BUNDLE_FILE), &bundle_bytes, PUBLIC_FILE_MODE)?;
-        fsutil::write_atomic(
+        files.create_dir(&peer_dir, 0o755)?;
+        files.write(&peer_dir.join(BUNDLE_FILE), &bundle_bytes, PUBLIC_FILE_MODE)?;
+        files.write(
             &peer_dir.join(ROOT_FILE),
             pem_certificate(&b.root_der).as_bytes(),
             PUBLIC_FILE_MODE,
         )?;
-        fsutil::write_atomic(
+        files.write(
             &peer_dir.join(ISSUED_BY_US),
             issued.pem().as_bytes(),
             PUBLIC_FILE_MODE,
         )?;
-        fsutil::write_atomic(out, issued.pem().as_bytes(), PUBLIC_FILE_MODE)?;
+        db.commit().await?;
         Ok::<(), CliError>(())
     }
     .await;
-    match result {
-        Ok(()) => db.commit().await?,
-        Err(e) => {
-            db.rollback().await;
-            return Err(e);
-        }
+    if let Err(e) = result {
+        db.rollback().await;
+        files.rollback();
+        return Err(e);
     }
     println!(
         "Issued cross-certificate {} for {} (serial {}, valid until {}{})",
@@ -175,6 +188,7 @@ pub async fn register(dir: &Path, bundle_path: &Path, cert_path: &Path) -> CliRe
     let existing = db.peer(&b.identity.node_id).await?;
 
     db.begin().await?;
+    let mut files = FileTransaction::new();
     let result = async {
         if existing.is_none() {
             db.upsert_peer(&peer_record(&b, None, now)).await?;
@@ -182,29 +196,28 @@ pub async fn register(dir: &Path, bundle_path: &Path, cert_path: &Path) -> CliRe
         db.set_registered_cert(&b.identity.node_id, &serial_hex, now)
             .await?;
         let peer_dir = ca.peer_dir(&b.identity.node_id);
-        fsutil::create_dir(&peer_dir, 0o755)?;
+        files.create_dir(&peer_dir, 0o755)?;
         if !peer_dir.join(BUNDLE_FILE).exists() {
-            fsutil::write_atomic(&peer_dir.join(BUNDLE_FILE), &bundle_bytes, PUBLIC_FILE_MODE)?;
-            fsutil::write_atomic(
+            files.write(&peer_dir.join(BUNDLE_FILE), &bundle_bytes, PUBLIC_FILE_MODE)?;
+            files.write(
                 &peer_dir.join(ROOT_FILE),
                 pem_certificate(&b.root_der).as_bytes(),
                 PUBLIC_FILE_MODE,
             )?;
         }
-        fsutil::write_atomic(
+        files.write(
             &peer_dir.join(ISSUED_TO_US),
             pem_certificate(&cert_der).as_bytes(),
             PUBLIC_FILE_MODE,
         )?;
+        db.commit().await?;
         Ok::<(), CliError>(())
     }
     .await;
-    match result {
-        Ok(()) => db.commit().await?,
-        Err(e) => {
-            db.rollback().await;
-            return Err(e);
-        }
+    if let Err(e) = result {
+        db.rollback().await;
+        files.rollback();
+        return Err(e);
     }
     println!(
         "Registered the cross-certificate that {} issued to us (serial {serial_hex}, valid until {}).",

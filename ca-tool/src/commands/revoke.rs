@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use shared::cadb::CaDb;
-use shared::fsutil::{self, PUBLIC_FILE_MODE};
+use shared::fsutil::{FileTransaction, PUBLIC_FILE_MODE};
 use shared::profiles::{pem_crl, Reason, RootSigner};
 use time::OffsetDateTime;
 
@@ -78,6 +78,7 @@ pub async fn revoke(
     let signer = ca.signer(&pass)?;
     let now = OffsetDateTime::now_utc();
     db.begin().await?;
+    let mut files = FileTransaction::new();
     let result = async {
         for s in &serials {
             db.revoke_certificate(s, now, reason).await?;
@@ -86,7 +87,7 @@ pub async fn revoke(
             db.set_peer_status(id, "revoked", now).await?;
         }
         let (number, crl) = publish(&mut db, &signer, crl_days).await?;
-        fsutil::write_atomic(
+        files.write(
             &ca.dir.join(CRL_FILE),
             pem_crl(&crl).as_bytes(),
             PUBLIC_FILE_MODE,
@@ -96,11 +97,15 @@ pub async fn revoke(
     .await;
     let number = match result {
         Ok(n) => {
-            db.commit().await?;
+            if let Err(e) = db.commit().await {
+                files.rollback();
+                return Err(e.into());
+            }
             n
         }
         Err(e) => {
             db.rollback().await;
+            files.rollback();
             return Err(e);
         }
     };
@@ -125,21 +130,26 @@ pub async fn crl(dir: &Path, out: &Path, days: u32, passphrase: &PassphraseArg) 
     let pass = crate::passphrase::obtain(passphrase.passphrase_file.as_deref(), false)?;
     let signer = ca.signer(&pass)?;
     db.begin().await?;
+    let mut files = FileTransaction::new();
     let result = async {
         let (number, crl) = publish(&mut db, &signer, days).await?;
         let pem = pem_crl(&crl);
-        fsutil::write_atomic(out, pem.as_bytes(), PUBLIC_FILE_MODE)?;
-        fsutil::write_atomic(&ca.dir.join(CRL_FILE), pem.as_bytes(), PUBLIC_FILE_MODE)?;
+        files.write(out, pem.as_bytes(), PUBLIC_FILE_MODE)?;
+        files.write(&ca.dir.join(CRL_FILE), pem.as_bytes(), PUBLIC_FILE_MODE)?;
         Ok::<(u64, usize), CliError>((number, db.revoked().await?.len()))
     }
     .await;
     let (number, count) = match result {
         Ok(r) => {
-            db.commit().await?;
+            if let Err(e) = db.commit().await {
+                files.rollback();
+                return Err(e.into());
+            }
             r
         }
         Err(e) => {
             db.rollback().await;
+            files.rollback();
             return Err(e);
         }
     };

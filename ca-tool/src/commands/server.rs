@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use shared::cadb::rfc3339;
-use shared::fsutil::{self, PUBLIC_FILE_MODE};
+use shared::fsutil::{FileTransaction, PUBLIC_FILE_MODE};
 use shared::pemfile::{self, ObjectKind};
 use time::OffsetDateTime;
 
@@ -40,16 +40,23 @@ pub async fn sign(
     let issued = signer.issue_server_cert(&csr, days)?;
     let now = OffsetDateTime::now_utc();
     db.begin().await?;
+    let mut files = FileTransaction::new();
     let result = async {
         db.insert_certificate("server", &issued, None, now).await?;
-        fsutil::write_atomic(out, issued.pem().as_bytes(), PUBLIC_FILE_MODE)?;
+        files.write(out, issued.pem().as_bytes(), PUBLIC_FILE_MODE)?;
         Ok::<(), CliError>(())
     }
     .await;
     match result {
-        Ok(()) => db.commit().await?,
+        Ok(()) => {
+            if let Err(e) = db.commit().await {
+                files.rollback();
+                return Err(e.into());
+            }
+        }
         Err(e) => {
             db.rollback().await;
+            files.rollback();
             return Err(e);
         }
     }

@@ -45,7 +45,9 @@ use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use x509_parser::prelude::*;
 
-pub use trust::{not_after, parse_unencrypted_key, NodeTrust, PeerStatus, PeerTrust, ServerIdentity, TrustError};
+pub use trust::{
+    not_after, parse_unencrypted_key, NodeTrust, PeerStatus, PeerTrust, ServerIdentity, TrustError,
+};
 pub use verifier::{claimed_peer, identify_client, verify_server};
 
 /// The ALPN protocol id of link protocol version 1.
@@ -114,7 +116,10 @@ impl HandshakeError {
     }
 
     fn from_io(e: std::io::Error) -> HandshakeError {
-        let Some(tls) = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) else {
+        let Some(tls) = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        else {
             return HandshakeError::Io(e);
         };
         match tls {
@@ -125,7 +130,9 @@ impl HandshakeError {
                 }
             }
             rustls::Error::NoCertificatesPresented => HandshakeError::NoCertificate,
-            rustls::Error::AlertReceived(alert) => HandshakeError::RejectedByPeer(format!("{alert:?}")),
+            rustls::Error::AlertReceived(alert) => {
+                HandshakeError::RejectedByPeer(format!("{alert:?}"))
+            }
             other => HandshakeError::Tls(other.to_string()),
         }
     }
@@ -156,11 +163,16 @@ impl fmt::Debug for PeerTls {
 
 impl PeerTls {
     /// Builds the configurations for a trust snapshot and the gateway's identity.
-    pub fn new(trust: Arc<NodeTrust>, identity: Arc<ServerIdentity>) -> Result<PeerTls, TlsSetupError> {
+    pub fn new(
+        trust: Arc<NodeTrust>,
+        identity: Arc<ServerIdentity>,
+    ) -> Result<PeerTls, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let algorithms = provider.signature_verification_algorithms;
         let hints = match X509Certificate::from_der(&trust.root_der) {
-            Ok((_, root)) => vec![rustls::DistinguishedName::from(root.subject().as_raw().to_vec())],
+            Ok((_, root)) => vec![rustls::DistinguishedName::from(
+                root.subject().as_raw().to_vec(),
+            )],
             Err(_) => Vec::new(),
         };
         let verifier = Arc::new(verifier::PeerClientVerifier {
@@ -172,7 +184,10 @@ impl PeerTls {
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(|e| TlsSetupError(e.to_string()))?
             .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![CertificateDer::from(identity.cert_der.clone())], key_der(&identity))
+            .with_single_cert(
+                vec![CertificateDer::from(identity.cert_der.clone())],
+                key_der(&identity),
+            )
             .map_err(|e| TlsSetupError(format!("server certificate and key: {e}")))?;
         server.alpn_protocols = vec![ALPN.to_vec()];
         server.session_storage = Arc::new(NoServerSessionStorage {});
@@ -203,18 +218,20 @@ impl PeerTls {
     /// A client configuration for dialing `peer_id`: presents [our server cert, the
     /// cross-cert the peer issued us] and trusts only the peer's pinned root.
     pub fn client_config(&self, peer_id: &str) -> Result<Arc<ClientConfig>, HandshakeError> {
-        let peer = self
-            .trust
-            .peers
-            .get(peer_id)
-            .ok_or_else(|| HandshakeError::NotDialable(peer_id.into(), "not a registered partner".into()))?;
+        let peer = self.trust.peers.get(peer_id).ok_or_else(|| {
+            HandshakeError::NotDialable(peer_id.into(), "not a registered partner".into())
+        })?;
         if peer.status != PeerStatus::Active {
-            return Err(HandshakeError::NotDialable(peer_id.into(), "the partner is revoked or deactivated".into()));
+            return Err(HandshakeError::NotDialable(
+                peer_id.into(),
+                "the partner is revoked or deactivated".into(),
+            ));
         }
         let cross = peer.issued_to_us_der.clone().ok_or_else(|| {
             HandshakeError::NotDialable(
                 peer_id.into(),
-                "no cross-certificate from this partner is registered (ca-tool register-peer)".into(),
+                "no cross-certificate from this partner is registered (ca-tool register-peer)"
+                    .into(),
             )
         })?;
         let verifier = Arc::new(verifier::PeerServerVerifier {
@@ -240,12 +257,18 @@ impl PeerTls {
     }
 
     /// Accepts a partner's connection; returns the stream and the partner's node id.
-    pub async fn accept<S>(&self, stream: S) -> Result<(tokio_rustls::server::TlsStream<S>, String), HandshakeError>
+    pub async fn accept<S>(
+        &self,
+        stream: S,
+    ) -> Result<(tokio_rustls::server::TlsStream<S>, String), HandshakeError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let acceptor = tokio_rustls::TlsAcceptor::from(self.server.clone());
-        let tls = acceptor.accept(stream).await.map_err(HandshakeError::from_io)?;
+        let tls = acceptor
+            .accept(stream)
+            .await
+            .map_err(HandshakeError::from_io)?;
         let (_, conn) = tls.get_ref();
         if conn.alpn_protocol() != Some(ALPN) {
             return Err(HandshakeError::Alpn);
@@ -265,14 +288,22 @@ impl PeerTls {
     }
 
     /// Dials partner `peer_id` over `stream`.
-    pub async fn connect<S>(&self, stream: S, peer_id: &str) -> Result<tokio_rustls::client::TlsStream<S>, HandshakeError>
+    pub async fn connect<S>(
+        &self,
+        stream: S,
+        peer_id: &str,
+    ) -> Result<tokio_rustls::client::TlsStream<S>, HandshakeError>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let config = self.client_config(peer_id)?;
         let connector = tokio_rustls::TlsConnector::from(config);
-        let name = ServerName::try_from("peerlink.invalid").map_err(|e| HandshakeError::Tls(e.to_string()))?;
-        let tls = connector.connect(name, stream).await.map_err(HandshakeError::from_io)?;
+        let name = ServerName::try_from("peerlink.invalid")
+            .map_err(|e| HandshakeError::Tls(e.to_string()))?;
+        let tls = connector
+            .connect(name, stream)
+            .await
+            .map_err(HandshakeError::from_io)?;
         if tls.get_ref().1.alpn_protocol() != Some(ALPN) {
             return Err(HandshakeError::Alpn);
         }

@@ -22,11 +22,16 @@ fn node(unit: &str) -> Node {
     let root_der = issue_root(&key, &NodeName::new("Net", unit, &id).unwrap(), 30).unwrap();
     let signer = RootSigner::new(root_der.clone(), &key).unwrap();
     let gw_key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
-    let (_, subject) = x509_parser::x509::X509Name::from_der(&signer.identity().subject_der).unwrap();
+    let (_, subject) =
+        x509_parser::x509::X509Name::from_der(&signer.identity().subject_der).unwrap();
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = crate::profiles::rcgen_name(&subject).unwrap();
-    params.distinguished_name.push(rcgen::DnType::CommonName, "gw1");
-    let csr = params.serialize_request(&gw_key.signing_key().unwrap()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "gw1");
+    let csr = params
+        .serialize_request(&gw_key.signing_key().unwrap())
+        .unwrap();
     let verified = crate::csr::verify_csr(csr.der(), &signer.identity().subject_der).unwrap();
     let gw_cert = signer.issue_server_cert(&verified, 10).unwrap().der;
     Node {
@@ -124,7 +129,10 @@ async fn inactive_partner_is_refused_with_its_reason() {
     match accepted {
         Err(HandshakeError::Refused(r)) => {
             assert_eq!(r.reason, "peer_inactive");
-            assert_eq!(r.peer.as_deref(), Some(b.signer.identity().node_id.as_str()));
+            assert_eq!(
+                r.peer.as_deref(),
+                Some(b.signer.identity().node_id.as_str())
+            );
         }
         other => panic!("expected a refusal, got {other:?}"),
     }
@@ -165,6 +173,8 @@ async fn no_dial_without_a_cross_certificate() {
         p.issued_to_us_der = None;
     }
     let b_tls = tls(&b, Arc::new(t));
-    let err = b_tls.client_config(&a.signer.identity().node_id).unwrap_err();
+    let err = b_tls
+        .client_config(&a.signer.identity().node_id)
+        .unwrap_err();
     assert_eq!(err.reason(), "not_dialable");
 }

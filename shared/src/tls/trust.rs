@@ -94,7 +94,10 @@ pub struct NodeTrust {
 impl NodeTrust {
     /// Reads the public part of a CA directory. `peer_crls` are the CRLs partners sent us
     /// (already verified when received), by node id.
-    pub async fn load(node_dir: &Path, peer_crls: &BTreeMap<String, Vec<u8>>) -> Result<NodeTrust, TrustError> {
+    pub async fn load(
+        node_dir: &Path,
+        peer_crls: &BTreeMap<String, Vec<u8>>,
+    ) -> Result<NodeTrust, TrustError> {
         let root_path = node_dir.join(layout::ROOT_CERT);
         let root_der = pemfile::load_one(&root_path, ObjectKind::Certificate)?;
         let identity = NodeIdentity::from_root_der(&root_der)
@@ -118,7 +121,8 @@ impl NodeTrust {
         let mut peers = BTreeMap::new();
         for record in records {
             let dir = layout::peer_dir(node_dir, &record.node_id);
-            let root_der = pemfile::load_one(&dir.join(layout::PEER_ROOT), ObjectKind::Certificate)?;
+            let root_der =
+                pemfile::load_one(&dir.join(layout::PEER_ROOT), ObjectKind::Certificate)?;
             let issued_path = dir.join(layout::ISSUED_TO_US);
             let issued_to_us_der = if issued_path.exists() {
                 Some(pemfile::load_one(&issued_path, ObjectKind::Certificate)?)
@@ -136,7 +140,11 @@ impl NodeTrust {
                     root_der,
                     issued_to_us_der,
                     endpoints: record.endpoints,
-                    status: if record.status == "active" { PeerStatus::Active } else { PeerStatus::Inactive },
+                    status: if record.status == "active" {
+                        PeerStatus::Active
+                    } else {
+                        PeerStatus::Inactive
+                    },
                     issued_to_us_not_after,
                 },
             );
@@ -175,7 +183,9 @@ pub struct ServerIdentity {
 
 impl std::fmt::Debug for ServerIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerIdentity").field("not_after", &self.not_after).finish()
+        f.debug_struct("ServerIdentity")
+            .field("not_after", &self.not_after)
+            .finish()
     }
 }
 
@@ -183,12 +193,15 @@ impl ServerIdentity {
     /// Loads the server certificate (PEM/DER; the first certificate is the leaf) and its
     /// unencrypted PKCS#8 key, checking that they belong together and that the
     /// certificate chains to `trust`'s root for both TLS roles.
-    pub fn load(cert_path: &Path, key_path: &Path, trust: &NodeTrust) -> Result<ServerIdentity, TrustError> {
+    pub fn load(
+        cert_path: &Path,
+        key_path: &Path,
+        trust: &NodeTrust,
+    ) -> Result<ServerIdentity, TrustError> {
         let certs = pemfile::load_file(cert_path, ObjectKind::Certificate)?;
-        let cert_der = certs
-            .into_iter()
-            .next()
-            .ok_or_else(|| TrustError::Invalid(format!("{}: no certificate", cert_path.display())))?;
+        let cert_der = certs.into_iter().next().ok_or_else(|| {
+            TrustError::Invalid(format!("{}: no certificate", cert_path.display()))
+        })?;
         let key_bytes = crate::fsutil::read(key_path)?;
         let key = parse_unencrypted_key(&key_bytes, &key_path.display().to_string())?;
         let (_, cert) = X509Certificate::from_der(&cert_der)
@@ -200,7 +213,10 @@ impl ServerIdentity {
                 cert_path.display()
             )));
         }
-        for purpose in [crate::validate::Purpose::Client, crate::validate::Purpose::Server] {
+        for purpose in [
+            crate::validate::Purpose::Client,
+            crate::validate::Purpose::Server,
+        ] {
             crate::validate::validate_chain(
                 &cert_der,
                 &crate::validate::ValidationOptions {

@@ -6,7 +6,9 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
+};
 use x509_parser::prelude::*;
 
 use super::trust::{NodeTrust, PeerStatus};
@@ -251,8 +253,14 @@ impl ServerCertVerifier for PeerServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        verify_server(&self.trust, &self.peer_id, end_entity, &ders(intermediates), to_time(now))
-            .map_err(refuse)?;
+        verify_server(
+            &self.trust,
+            &self.peer_id,
+            end_entity,
+            &ders(intermediates),
+            to_time(now),
+        )
+        .map_err(refuse)?;
         Ok(ServerCertVerified::assertion())
     }
 
