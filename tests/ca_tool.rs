@@ -2492,8 +2492,11 @@ fn re_signing_a_revoked_peer_needs_reactivate() {
     let t = tmp();
     let a = w.a.copy_to(&t.path().join("A"));
     let b_id = w.b_info["node_id"].as_str().unwrap().to_string();
-    a.cmd_with_pass("revoke", &args!["--peer", &b_id, "--reason", "key-compromise"])
-        .assert_success();
+    a.cmd_with_pass(
+        "revoke",
+        &args!["--peer", &b_id, "--reason", "key-compromise"],
+    )
+    .assert_success();
     let before = snapshot(&a.dir);
     let out = t.path().join("again.crt");
     a.cmd_with_pass("sign-peer", &args!["--bundle", &w.b_bundle, "--out", &out])
