@@ -226,6 +226,18 @@ impl Config {
                 ));
             }
         }
+        let heartbeat_range =
+            u64::from(crate::frame::MIN_HEARTBEAT_MS)..=u64::from(crate::frame::MAX_HEARTBEAT_MS);
+        if !heartbeat_range.contains(&l.heartbeat_ms) {
+            return Err(invalid(
+                "heartbeat_ms",
+                format!(
+                    "must be between {} and {}",
+                    heartbeat_range.start(),
+                    heartbeat_range.end()
+                ),
+            ));
+        }
         if l.backoff_cap_ms < l.backoff_base_ms {
             return Err(invalid(
                 "backoff_cap_ms",
@@ -238,8 +250,11 @@ impl Config {
                 "must be at least 2".into(),
             ));
         }
-        if l.max_frame_bytes < 64 * 1024 {
-            return Err(invalid("max_frame_bytes", "must be at least 65536".into()));
+        if l.max_frame_bytes < crate::frame::MIN_MAX_PAYLOAD {
+            return Err(invalid(
+                "max_frame_bytes",
+                format!("must be at least {}", crate::frame::MIN_MAX_PAYLOAD),
+            ));
         }
         for (id, o) in &raw.peers {
             shared::identity::check_node_id(id).map_err(|e| invalid(id, e.to_string()))?;

@@ -281,10 +281,7 @@ impl Gateway {
         entry.status.last_refusal = None;
         entry.status.rtt_ms = None;
         entry.idle = false;
-        entry.status.direction = Some(match handle.direction {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        });
+        entry.status.direction = Some(handle.direction.as_str());
         entry.link = Some(handle);
         entry.wake.notify_one();
         true

@@ -14,8 +14,7 @@ use crate::frame::{Frame, FrameCodec, GoodbyeCode};
 use crate::gateway::{Gateway, LinkCommand, LinkHandle};
 use crate::tiebreak::Direction;
 
-/// Protocol version spoken in Hello.
-pub const PROTOCOL_VERSION: u16 = 1;
+use crate::frame::PROTOCOL_VERSION;
 
 /// Why a link could not be set up after the TLS handshake.
 #[derive(Debug, thiserror::Error)]
@@ -176,7 +175,7 @@ where
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     if let Some(crl) = gw.tls().trust().crl_der.clone() {
-        send(framed, Frame::Crl { der: crl.into() }, &mut last_tx).await?;
+        send_crl(framed, peer_id, crl, &mut last_tx).await?;
     }
 
     loop {
@@ -187,7 +186,7 @@ where
                     None => return Err("connection closed by the partner without goodbye".into()),
                     Some(Err(e)) => {
                         let code = e.goodbye_code();
-                        let _ = framed.send(Frame::Goodbye { code, reason: e.to_string() }).await;
+                        let _ = framed.send(Frame::goodbye(code, &e.to_string())).await;
                         return Err(format!("protocol error from partner: {e}"));
                     }
                     Some(Ok(frame)) => match frame {
@@ -212,7 +211,7 @@ where
                         Frame::Unknown { .. } => {}
                         other => {
                             let reason = format!("unexpected {} frame", other.frame_type_name());
-                            let _ = framed.send(Frame::Goodbye { code: GoodbyeCode::ProtocolError, reason: reason.clone() }).await;
+                            let _ = framed.send(Frame::goodbye(GoodbyeCode::ProtocolError, &reason)).await;
                             return Err(format!("protocol error from partner: {reason}"));
                         }
                     },
@@ -226,9 +225,9 @@ where
                     pending.push((nonce, Instant::now(), Some(reply)));
                     send(framed, Frame::Ping { nonce }, &mut last_tx).await?;
                 }
-                Some(LinkCommand::SendCrl(der)) => send(framed, Frame::Crl { der: der.into() }, &mut last_tx).await?,
+                Some(LinkCommand::SendCrl(der)) => send_crl(framed, peer_id, der, &mut last_tx).await?,
                 Some(LinkCommand::Close(code, reason)) => {
-                    let _ = framed.send(Frame::Goodbye { code, reason: reason.clone() }).await;
+                    let _ = framed.send(Frame::goodbye(code, &reason)).await;
                     return Ok(End::Orderly(format!("closed by us: {code:?} {reason}")));
                 }
                 None => return Ok(End::Orderly("gateway stopping".into())),
@@ -272,6 +271,24 @@ where
         .map_err(|e| format!("send failed: {e}"))?;
     *last_tx = Instant::now();
     Ok(())
+}
+
+/// Offers our CRL; one too large for a frame is logged and skipped, the link stays.
+async fn send_crl<S>(
+    framed: &mut Framed<S, FrameCodec>,
+    peer_id: &str,
+    der: Vec<u8>,
+    last_tx: &mut Instant,
+) -> Result<(), String>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let max = framed.codec().max_payload() as usize;
+    if der.len() > max {
+        tracing::warn!(peer = %peer_id, size = der.len(), max, "our CRL is larger than a frame; not offered (raise link.max_frame_bytes)");
+        return Ok(());
+    }
+    send(framed, Frame::Crl { der: der.into() }, last_tx).await
 }
 
 fn handle_crl(gw: &Arc<Gateway>, peer_id: &str, der: &[u8]) {
