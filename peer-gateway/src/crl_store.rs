@@ -112,3 +112,101 @@ pub fn check_crl(peer: &PeerTrust, der: &[u8]) -> Result<u64, String> {
         _ => Err("CRL number too large".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::identity::NodeName;
+    use shared::keys::{KeyType, PrivateKey};
+    use shared::profiles::{issue_root, RevokedEntry, RootSigner};
+    use shared::tls::PeerStatus;
+
+    fn signer(unit: &str) -> RootSigner {
+        let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let id = shared::identity::node_id_from_spki(&key.public_key_der().unwrap());
+        let root = issue_root(&key, &NodeName::new("Net", unit, &id).unwrap(), 30).unwrap();
+        RootSigner::new(root, &key).unwrap()
+    }
+
+    fn peer_of(s: &RootSigner, crl: Option<Vec<u8>>) -> PeerTrust {
+        let id = s.identity();
+        PeerTrust {
+            node_id: id.node_id.clone(),
+            subject: id.subject.clone(),
+            subject_der: id.subject_der.clone(),
+            root_der: s.cert_der().to_vec(),
+            issued_to_us_der: None,
+            endpoints: vec![],
+            status: PeerStatus::Active,
+            crl_der: crl,
+            issued_to_us_not_after: None,
+        }
+    }
+
+    fn revoked() -> Vec<RevokedEntry> {
+        vec![RevokedEntry {
+            serial: vec![0x42; 16],
+            revoked_at: ::time::OffsetDateTime::now_utc(),
+            reason: None,
+        }]
+    }
+
+    #[test]
+    fn newer_crl_from_the_partner_root_is_stored_and_older_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CrlStore::open(dir.path()).unwrap();
+        let b = signer("b");
+        let crl1 = b.issue_crl(1, &[], 7).unwrap();
+        let crl2 = b.issue_crl(2, &revoked(), 7).unwrap();
+        assert_eq!(
+            store.offer(&peer_of(&b, None), &crl1),
+            Ok(CrlOutcome::Stored(1))
+        );
+        let stored = store.load_all();
+        assert_eq!(stored.get(&b.identity().node_id), Some(&crl1));
+        assert_eq!(
+            store.offer(&peer_of(&b, Some(crl1.clone())), &crl2),
+            Ok(CrlOutcome::Stored(2))
+        );
+        // Replaying the older one cannot un-revoke anything.
+        assert_eq!(
+            store.offer(&peer_of(&b, Some(crl2.clone())), &crl1),
+            Ok(CrlOutcome::NotNewer)
+        );
+        assert_eq!(store.load_all().get(&b.identity().node_id), Some(&crl2));
+    }
+
+    #[test]
+    fn crl_signed_by_another_root_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CrlStore::open(dir.path()).unwrap();
+        let (b, c) = (signer("b"), signer("c"));
+        let forged = c.issue_crl(99, &[], 7).unwrap();
+        let err = store.offer(&peer_of(&b, None), &forged).unwrap_err();
+        assert!(err.contains("not issued by the partner's root"), "{err}");
+        assert!(store.load_all().is_empty());
+    }
+
+    #[test]
+    fn crl_under_the_same_name_with_another_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CrlStore::open(dir.path()).unwrap();
+        let b = signer("b");
+        let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let name = NodeName::new("Net", "b", &b.identity().node_id).unwrap();
+        let impostor = RootSigner::new(issue_root(&key, &name, 30).unwrap(), &key).unwrap();
+        let forged = impostor.issue_crl(99, &[], 7).unwrap();
+        let err = store.offer(&peer_of(&b, None), &forged).unwrap_err();
+        assert!(err.contains("signature does not verify"), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CrlStore::open(dir.path()).unwrap();
+        let b = signer("b");
+        for bad in [&b""[..], b"\x30\x03\x02\x01\x01", b"not a crl"] {
+            assert!(store.offer(&peer_of(&b, None), bad).is_err());
+        }
+    }
+}
