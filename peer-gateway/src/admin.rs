@@ -32,6 +32,8 @@ async fn status(State(gw): State<Arc<Gateway>>) -> Response {
         "server_cert_not_after": shared::cadb::rfc3339(tls.identity().not_after),
         "peers": gw.statuses(),
         "refused_handshakes": gw.refused_counts(),
+        "store": gw.store.kind(),
+        "inbox_depth": gw.store.inbox_depth().await.ok(),
     }))
     .into_response()
 }

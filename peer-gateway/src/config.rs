@@ -12,6 +12,10 @@ use serde::Deserialize;
 
 /// Default admin address: loopback only.
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7480";
+/// Default address of the API for local applications: loopback only.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8080";
+/// Default largest message body.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +63,14 @@ struct RawConfig {
     #[serde(default)]
     database_url: Option<String>,
     #[serde(default)]
+    api_listen: Option<String>,
+    #[serde(default)]
+    api_token_file: Option<PathBuf>,
+    #[serde(default)]
+    max_message_bytes: Option<usize>,
+    #[serde(default)]
+    max_outbox_messages: Option<i64>,
+    #[serde(default)]
     state_dir: Option<PathBuf>,
     #[serde(default)]
     link: LinkConfig,
@@ -92,6 +104,10 @@ pub struct LinkConfig {
     pub reload_poll_ms: u64,
     /// Most handshakes in progress at once on the listener.
     pub max_concurrent_handshakes: usize,
+    /// Most messages sent on a link and not yet acknowledged.
+    pub window_frames: usize,
+    /// Most bytes sent on a link and not yet acknowledged.
+    pub window_bytes: usize,
 }
 
 impl Default for LinkConfig {
@@ -108,6 +124,8 @@ impl Default for LinkConfig {
             max_frame_bytes: crate::frame::DEFAULT_MAX_PAYLOAD,
             reload_poll_ms: 1_000,
             max_concurrent_handshakes: 64,
+            window_frames: 512,
+            window_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -149,9 +167,16 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Admin listener.
     pub admin_listen: SocketAddr,
-    /// Database URL. Read and checked now; durable messaging (the next release) uses it.
-    #[allow(dead_code)]
+    /// Database URL: `sqlite://PATH` or `postgres://...`.
     pub database_url: String,
+    /// Listener of the API for local applications.
+    pub api_listen: SocketAddr,
+    /// Bearer token required by the API, if configured.
+    pub api_token: Option<String>,
+    /// Largest message body accepted.
+    pub max_message_bytes: usize,
+    /// Most undelivered messages per peer before the API answers 503.
+    pub max_outbox_messages: i64,
     /// Where the gateway keeps state (partners' CRLs).
     pub state_dir: PathBuf,
     /// Link tuning.
@@ -208,6 +233,50 @@ impl Config {
             "admin_listen",
             raw.admin_listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
         )?;
+        let api_listen = addr(
+            "api_listen",
+            raw.api_listen.as_deref().unwrap_or(DEFAULT_API_LISTEN),
+        )?;
+        let api_token = match &raw.api_token_file {
+            None => None,
+            Some(p) => {
+                let path = resolve(p);
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    invalid(
+                        "api_token_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                let token = text.trim().to_string();
+                if token.len() < 16 {
+                    return Err(invalid(
+                        "api_token_file",
+                        "the token must be at least 16 characters".into(),
+                    ));
+                }
+                Some(token)
+            }
+        };
+        let max_message_bytes = raw.max_message_bytes.unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        if max_message_bytes == 0 || max_message_bytes + 1024 > raw.link.max_frame_bytes as usize {
+            return Err(invalid(
+                "max_message_bytes",
+                format!(
+                    "must be between 1 and link.max_frame_bytes - 1024 ({})",
+                    raw.link.max_frame_bytes.saturating_sub(1024)
+                ),
+            ));
+        }
+        let max_outbox_messages = raw.max_outbox_messages.unwrap_or(100_000);
+        if max_outbox_messages < 1 {
+            return Err(invalid("max_outbox_messages", "must be at least 1".into()));
+        }
+        if raw.link.window_frames == 0 || raw.link.window_bytes < max_message_bytes {
+            return Err(invalid(
+                "window_bytes",
+                "window_frames must be positive and window_bytes at least max_message_bytes".into(),
+            ));
+        }
         if !admin_listen.ip().is_loopback() {
             tracing::warn!(admin_listen = %admin_listen, "the admin API is reachable beyond loopback");
         }
@@ -273,6 +342,10 @@ impl Config {
             listen,
             admin_listen,
             database_url,
+            api_listen,
+            api_token,
+            max_message_bytes,
+            max_outbox_messages,
             state_dir: resolve(raw.state_dir.as_deref().unwrap_or(Path::new("state"))),
             link: raw.link,
             peers: raw.peers,

@@ -183,7 +183,7 @@ async fn dial(
             .map(|c| c.iter().map(|d| d.as_ref().to_vec()).collect())
             .unwrap_or_default();
         let mut framed = Framed::new(stream, FrameCodec::new(link.max_frame_bytes));
-        crate::link::exchange_hello(&mut framed, gw, peer_id)
+        let hello = crate::link::exchange_hello(&mut framed, gw, peer_id)
             .await
             .map_err(|e| {
                 let refusal = match e {
@@ -192,9 +192,9 @@ async fn dial(
                 };
                 (e.to_string(), refusal)
             })?;
-        Ok::<_, DialError>((framed, chain))
+        Ok::<_, DialError>((framed, chain, hello))
     };
-    let (framed, chain) = tokio::time::timeout(link.handshake_timeout(), handshake)
+    let (framed, chain, hello) = tokio::time::timeout(link.handshake_timeout(), handshake)
         .await
         .map_err(|_| ("handshake timed out".to_string(), None))??;
     Ok(crate::link::run(
@@ -203,6 +203,7 @@ async fn dial(
         Direction::Outbound,
         framed,
         chain,
+        hello,
     )
     .await)
 }

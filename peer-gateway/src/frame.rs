@@ -42,6 +42,9 @@ pub const HEADER_LEN: usize = 8;
 /// for the message envelope (id, content type) and a generous CRL.
 pub const DEFAULT_MAX_PAYLOAD: u32 = 1024 * 1024 + 64 * 1024;
 
+/// Longest outbox epoch a `Hello` may carry.
+pub const MAX_EPOCH_LEN: usize = 64;
+
 /// Smallest `max_payload` a `Hello` may advertise: enough for every control
 /// frame and a CRL of a few thousand entries, so a peer cannot advertise a
 /// limit that makes the link unusable.
@@ -189,6 +192,10 @@ pub enum Frame {
         max_payload: u32,
         /// The sender's heartbeat interval: it sends something at least this often.
         heartbeat_ms: u32,
+        /// The sender's outbox epoch (random, fixed for the life of its message
+        /// store): the receiver keys its deduplication counter by it. Empty when
+        /// the sender has no message store.
+        epoch: String,
     },
     /// 0x02, liveness probe and RTT measurement; answered by `Pong`.
     Ping {
@@ -245,6 +252,7 @@ impl Frame {
             node_id: node_id.into(),
             max_payload,
             heartbeat_ms,
+            epoch: String::new(),
         }
     }
 
@@ -290,8 +298,15 @@ impl Frame {
                 node_id,
                 max_payload,
                 heartbeat_ms,
+                epoch,
                 ..
             } => {
+                if epoch.len() > MAX_EPOCH_LEN || !epoch.chars().all(|c| c.is_ascii_alphanumeric())
+                {
+                    return bad(format!(
+                        "epoch must be at most {MAX_EPOCH_LEN} letters and digits"
+                    ));
+                }
                 if !is_valid_node_id(node_id) {
                     return bad(format!(
                         "node_id must be 1 to {MAX_NODE_ID_LEN} characters from A-Z a-z 0-9 . - \
@@ -354,12 +369,14 @@ impl Frame {
                 node_id,
                 max_payload,
                 heartbeat_ms,
+                epoch,
             } => {
                 let json = HelloWire {
                     version: *version,
                     node_id: node_id.as_str(),
                     max_payload: *max_payload,
                     heartbeat_ms: *heartbeat_ms,
+                    epoch: epoch.as_str(),
                 };
                 serde_json::to_writer(dst.writer(), &json).map_err(|e| FrameError::Malformed {
                     frame_type: TYPE_HELLO,
@@ -411,6 +428,7 @@ struct HelloWire<'a> {
     node_id: &'a str,
     max_payload: u32,
     heartbeat_ms: u32,
+    epoch: &'a str,
 }
 
 /// The `Hello` payload as it is read. Unknown fields are ignored (serde's
@@ -421,6 +439,8 @@ struct HelloRead {
     node_id: String,
     max_payload: u32,
     heartbeat_ms: u32,
+    #[serde(default)]
+    epoch: String,
 }
 
 /// Node ids follow the rule of `shared::identity::check_node_id`: 1 to 64
@@ -711,6 +731,7 @@ fn decode_payload(frame_type: u8, payload: Bytes) -> Result<Frame, FrameError> {
                 node_id: hello.node_id,
                 max_payload: hello.max_payload,
                 heartbeat_ms: hello.heartbeat_ms,
+                epoch: hello.epoch,
             }
         }
         TYPE_PING | TYPE_PONG => {
@@ -1212,6 +1233,7 @@ mod tests {
                 node_id: "n.1".into(),
                 max_payload: 70_000,
                 heartbeat_ms: 250,
+                epoch: String::new(),
             })
         );
     }

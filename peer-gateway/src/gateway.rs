@@ -112,6 +112,11 @@ pub struct Gateway {
     pub reload_lock: tokio::sync::Mutex<()>,
     /// Asks the reload watcher for a reload (e.g. after a partner's newer CRL).
     pub reload_request: Notify,
+    /// Durable message storage.
+    pub store: Arc<crate::store::Store>,
+    /// Signalled when messages land in the inbox (wakes long polls).
+    pub inbox_arrived: Notify,
+    outbox_wakers: Mutex<BTreeMap<String, Arc<Notify>>>,
 }
 
 /// RFC 3339 of now.
@@ -127,7 +132,12 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Gateway {
     /// Creates the gateway state for a first TLS snapshot.
-    pub fn new(config: Config, tls: PeerTls, crls: CrlStore) -> Arc<Gateway> {
+    pub fn new(
+        config: Config,
+        tls: PeerTls,
+        crls: CrlStore,
+        store: Arc<crate::store::Store>,
+    ) -> Arc<Gateway> {
         Arc::new(Gateway {
             config,
             tls: RwLock::new(Arc::new(tls)),
@@ -138,6 +148,9 @@ impl Gateway {
             crls,
             reload_lock: tokio::sync::Mutex::new(()),
             reload_request: Notify::new(),
+            store,
+            inbox_arrived: Notify::new(),
+            outbox_wakers: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -149,6 +162,14 @@ impl Gateway {
     /// Installs a new TLS snapshot (after a reload).
     pub fn set_tls(&self, tls: PeerTls) {
         *self.tls.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tls);
+    }
+
+    /// The signal a link waits on for new outbox messages to `peer_id`.
+    pub fn outbox_waker(&self, peer_id: &str) -> Arc<Notify> {
+        lock(&self.outbox_wakers)
+            .entry(peer_id.to_string())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone()
     }
 
     /// Our node id.

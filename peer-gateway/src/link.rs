@@ -1,20 +1,32 @@
-//! One authenticated link: Hello exchange, CRL offer, heartbeats, pings and a
-//! graceful goodbye. A malformed frame closes this link only.
+//! One authenticated link: Hello exchange, CRL offer, heartbeats, pings,
+//! durable message transfer in both directions, and a graceful goodbye.
+//! A malformed frame closes this link only.
+//!
+//! Sending: messages leave our outbox in sequence order, at most
+//! `window_frames` / `window_bytes` unacknowledged; an `Ack` removes them from
+//! the outbox. Receiving: every `Message` frame that is ready is stored in one
+//! transaction (group commit), then acknowledged cumulatively. A link that
+//! drops resends from the last acknowledged sequence number; the receiver
+//! drops what it already stored. Every message thus lands in the peer's inbox
+//! exactly once.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::Framed;
 
 use crate::crl_store::CrlOutcome;
-use crate::frame::{Frame, FrameCodec, GoodbyeCode};
+use crate::frame::{Frame, FrameCodec, FrameError, GoodbyeCode, PROTOCOL_VERSION};
 use crate::gateway::{Gateway, LinkCommand, LinkHandle};
+use crate::store::WireMessage;
 use crate::tiebreak::Direction;
 
-use crate::frame::PROTOCOL_VERSION;
+/// Most Message frames stored in one transaction.
+const MAX_GROUP: usize = 1024;
 
 /// Why a link could not be set up after the TLS handshake.
 #[derive(Debug, thiserror::Error)]
@@ -28,8 +40,17 @@ pub enum SetupError {
     RejectedByPeer(String),
 }
 
-fn alert_of(e: &crate::frame::FrameError) -> Option<String> {
-    let crate::frame::FrameError::Io(io) = e else {
+/// What the partner's Hello told us.
+#[derive(Debug, Clone)]
+pub struct PeerHello {
+    /// The partner's outbox epoch (keys our deduplication counter).
+    pub epoch: String,
+    /// The largest payload it accepts.
+    pub max_payload: u32,
+}
+
+fn alert_of(e: &FrameError) -> Option<String> {
+    let FrameError::Io(io) = e else {
         return None;
     };
     match io.get_ref()?.downcast_ref::<rustls::Error>()? {
@@ -43,7 +64,7 @@ pub async fn exchange_hello<S>(
     framed: &mut Framed<S, FrameCodec>,
     gw: &Gateway,
     expected_peer: &str,
-) -> Result<(), SetupError>
+) -> Result<PeerHello, SetupError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -52,6 +73,7 @@ where
         node_id: gw.node_id(),
         max_payload: gw.config.link.max_frame_bytes,
         heartbeat_ms: u32::try_from(gw.config.link.heartbeat_ms).unwrap_or(u32::MAX),
+        epoch: gw.store.epoch().to_string(),
     };
     framed.send(hello).await.map_err(|e| match alert_of(&e) {
         Some(alert) => SetupError::RejectedByPeer(alert),
@@ -59,7 +81,11 @@ where
     })?;
     match framed.next().await {
         Some(Ok(Frame::Hello {
-            version, node_id, ..
+            version,
+            node_id,
+            max_payload,
+            epoch,
+            ..
         })) => {
             if version != PROTOCOL_VERSION {
                 return Err(SetupError::Hello(format!(
@@ -71,7 +97,7 @@ where
                     "partner's hello names node {node_id}, its certificate names {expected_peer}"
                 )));
             }
-            Ok(())
+            Ok(PeerHello { epoch, max_payload })
         }
         Some(Ok(Frame::Goodbye { code, reason })) => Err(SetupError::Hello(format!(
             "partner closed the link: {code:?} {reason}"
@@ -96,6 +122,7 @@ pub async fn run<S>(
     direction: Direction,
     mut framed: Framed<S, FrameCodec>,
     peer_chain: Vec<Vec<u8>>,
+    hello: PeerHello,
 ) -> Option<Duration>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -112,17 +139,30 @@ where
     if !gw.register_link(&peer_id, handle) {
         tracing::info!(peer = %peer_id, ?direction, "closing duplicate link (tie-break keeps the other one)");
         let _ = framed
-            .send(Frame::Goodbye {
-                code: GoodbyeCode::DuplicateLink,
-                reason: "a link already exists".into(),
-            })
+            .send(Frame::goodbye(
+                GoodbyeCode::DuplicateLink,
+                "a link already exists",
+            ))
             .await;
         let _ = framed.close().await;
         return None;
     }
     tracing::info!(peer = %peer_id, ?direction, link = link_id, "link up");
 
-    let result = drive(&gw, &peer_id, &mut framed, &mut commands).await;
+    let mut link = Link {
+        gw: gw.clone(),
+        peer_id: peer_id.clone(),
+        peer_epoch: hello.epoch,
+        peer_max_payload: hello.max_payload as usize,
+        last_tx: Instant::now(),
+        last_activity: Instant::now(),
+        next_nonce: 1,
+        pending_pings: Vec::new(),
+        sent_up_to: 0,
+        in_flight: VecDeque::new(),
+        in_flight_bytes: 0,
+    };
+    let result = link.drive(&mut framed, &mut commands).await;
     let _ = framed.close().await;
     let (error, idle) = match result {
         Ok(End::Idle(reason)) => {
@@ -149,161 +189,394 @@ enum End {
     Idle(String),
 }
 
-/// The link loop. Ok for orderly ends, Err(reason) for failures.
-async fn drive<S>(
-    gw: &Arc<Gateway>,
-    peer_id: &str,
-    framed: &mut Framed<S, FrameCodec>,
-    commands: &mut mpsc::Receiver<LinkCommand>,
-) -> Result<End, String>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let heartbeat = gw.config.link.heartbeat();
-    let dead_after = gw.config.link.dead_after();
-    let idle_after = match gw.config.link.idle_close_ms {
-        0 => None,
-        ms => Some(Duration::from_millis(ms)),
-    };
-    // Application activity (anything but heartbeats) keeps an idle-closing link open.
-    let mut last_activity = Instant::now();
-    let mut last_rx = Instant::now();
-    let mut last_tx = Instant::now();
-    let mut next_nonce: u64 = 1;
-    let mut pending: Vec<(u64, Instant, Option<oneshot::Sender<Duration>>)> = Vec::new();
-    let mut tick = tokio::time::interval(heartbeat / 2);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+struct Link {
+    gw: Arc<Gateway>,
+    peer_id: String,
+    peer_epoch: String,
+    peer_max_payload: usize,
+    last_tx: Instant,
+    /// Application activity (anything but heartbeats) keeps an idle-closing link open.
+    last_activity: Instant,
+    next_nonce: u64,
+    pending_pings: Vec<(u64, Instant, Option<oneshot::Sender<Duration>>)>,
+    /// Highest outbox sequence number sent on this link.
+    sent_up_to: i64,
+    /// (seq, size) of messages sent and not yet acknowledged.
+    in_flight: VecDeque<(i64, usize)>,
+    in_flight_bytes: usize,
+}
 
-    if let Some(crl) = gw.tls().trust().crl_der.clone() {
-        send_crl(framed, peer_id, crl, &mut last_tx).await?;
-    }
+impl Link {
+    /// The link loop. Ok for orderly ends, Err(reason) for failures.
+    async fn drive<S>(
+        &mut self,
+        framed: &mut Framed<S, FrameCodec>,
+        commands: &mut mpsc::Receiver<LinkCommand>,
+    ) -> Result<End, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let gw = self.gw.clone();
+        let heartbeat = gw.config.link.heartbeat();
+        let dead_after = gw.config.link.dead_after();
+        let idle_after = match gw.config.link.idle_close_ms {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
+        let mut last_rx = Instant::now();
+        let mut tick = tokio::time::interval(heartbeat / 2);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let outbox = gw.outbox_waker(&self.peer_id);
 
-    loop {
-        tokio::select! {
-            frame = framed.next() => {
-                last_rx = Instant::now();
-                match frame {
-                    None => return Err("connection closed by the partner without goodbye".into()),
-                    Some(Err(e)) => {
-                        let code = e.goodbye_code();
-                        let _ = framed.send(Frame::goodbye(code, &e.to_string())).await;
-                        return Err(format!("protocol error from partner: {e}"));
-                    }
-                    Some(Ok(frame)) => match frame {
-                        Frame::Ping { nonce } => send(framed, Frame::Pong { nonce }, &mut last_tx).await?,
-                        Frame::Goodbye { code: GoodbyeCode::Idle, reason } => {
-                            return Ok(End::Idle(format!("partner closed the idle link: {reason}")));
-                        }
-                        Frame::Pong { nonce } => {
-                            if let Some(pos) = pending.iter().position(|(n, _, _)| *n == nonce) {
-                                let (_, sent, reply) = pending.swap_remove(pos);
-                                let rtt = sent.elapsed();
-                                gw.set_rtt(peer_id, rtt);
-                                if let Some(reply) = reply {
-                                    let _ = reply.send(rtt);
-                                }
+        if let Some(crl) = gw.tls().trust().crl_der.clone() {
+            self.send_crl(framed, crl).await?;
+        }
+        self.sent_up_to = gw
+            .store
+            .acked_seq(&self.peer_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.fill_window(framed).await?;
+
+        loop {
+            tokio::select! {
+                frame = framed.next() => {
+                    last_rx = Instant::now();
+                    let first = match frame {
+                        None => return Err("connection closed by the partner without goodbye".into()),
+                        Some(Err(e)) => return Err(self.protocol_error(framed, e).await),
+                        Some(Ok(frame)) => frame,
+                    };
+                    // Group commit: take every frame that is already here.
+                    let mut ready = vec![first];
+                    while ready.len() < MAX_GROUP {
+                        match framed.next().now_or_never() {
+                            Some(Some(Ok(frame))) => ready.push(frame),
+                            Some(Some(Err(e))) => {
+                                self.handle_frames(framed, ready).await?;
+                                return Err(self.protocol_error(framed, e).await);
                             }
+                            _ => break,
                         }
-                        Frame::Crl { der } => handle_crl(gw, peer_id, &der),
-                        Frame::Goodbye { code, reason } => {
-                            return Ok(End::Orderly(format!("partner said goodbye: {code:?} {reason}")));
-                        }
-                        Frame::Unknown { .. } => {}
-                        other => {
-                            let reason = format!("unexpected {} frame", other.frame_type_name());
-                            let _ = framed.send(Frame::goodbye(GoodbyeCode::ProtocolError, &reason)).await;
-                            return Err(format!("protocol error from partner: {reason}"));
-                        }
-                    },
+                    }
+                    if let Some(end) = self.handle_frames(framed, ready).await? {
+                        return Ok(end);
+                    }
                 }
-            }
-            command = commands.recv() => match command {
-                Some(LinkCommand::Ping(reply)) => {
-                    last_activity = Instant::now();
-                    let nonce = next_nonce;
-                    next_nonce += 1;
-                    pending.push((nonce, Instant::now(), Some(reply)));
-                    send(framed, Frame::Ping { nonce }, &mut last_tx).await?;
+                _ = outbox.notified() => {
+                    self.last_activity = Instant::now();
+                    self.fill_window(framed).await?;
                 }
-                Some(LinkCommand::SendCrl(der)) => send_crl(framed, peer_id, der, &mut last_tx).await?,
-                Some(LinkCommand::Close(code, reason)) => {
-                    let _ = framed.send(Frame::goodbye(code, &reason)).await;
-                    return Ok(End::Orderly(format!("closed by us: {code:?} {reason}")));
+                command = commands.recv() => match command {
+                    Some(LinkCommand::Ping(reply)) => {
+                        self.last_activity = Instant::now();
+                        self.ping(framed, Some(reply)).await?;
+                    }
+                    Some(LinkCommand::SendCrl(der)) => self.send_crl(framed, der).await?,
+                    Some(LinkCommand::Close(code, reason)) => {
+                        let _ = framed.send(Frame::goodbye(code, &reason)).await;
+                        return Ok(End::Orderly(format!("closed by us: {code:?} {reason}")));
+                    }
+                    None => return Ok(End::Orderly("gateway stopping".into())),
+                },
+                _ = tick.tick() => {
+                    if last_rx.elapsed() >= dead_after {
+                        let _ = framed.send(Frame::goodbye(GoodbyeCode::HeartbeatTimeout, "nothing received")).await;
+                        return Err(format!("dead link: nothing received for {} ms", dead_after.as_millis()));
+                    }
+                    self.pending_pings.retain(|(_, sent, _)| sent.elapsed() < dead_after);
+                    if idle_after.is_some_and(|idle| self.last_activity.elapsed() >= idle) && self.in_flight.is_empty() {
+                        let _ = framed.send(Frame::goodbye(GoodbyeCode::Idle, "no traffic")).await;
+                        return Ok(End::Idle("closed by us: idle".into()));
+                    }
+                    if self.last_tx.elapsed() >= heartbeat {
+                        self.ping(framed, None).await?;
+                    }
+                    // Messages accepted while the window was full, or by another replica.
+                    self.fill_window(framed).await?;
                 }
-                None => return Ok(End::Orderly("gateway stopping".into())),
-            },
-            _ = tick.tick() => {
-                if last_rx.elapsed() >= dead_after {
-                    let _ = framed.send(Frame::Goodbye { code: GoodbyeCode::HeartbeatTimeout, reason: "nothing received".into() }).await;
-                    return Err(format!("dead link: nothing received for {} ms", dead_after.as_millis()));
+                _ = gw.shutdown.cancelled() => {
+                    let _ = framed.send(Frame::goodbye(GoodbyeCode::Normal, "gateway shutting down")).await;
+                    return Ok(End::Orderly("gateway shutting down".into()));
                 }
-                pending.retain(|(_, sent, _)| sent.elapsed() < dead_after);
-                if idle_after.is_some_and(|idle| last_activity.elapsed() >= idle) {
-                    let _ = framed.send(Frame::Goodbye { code: GoodbyeCode::Idle, reason: "no traffic".into() }).await;
-                    return Ok(End::Idle("closed by us: idle".into()));
-                }
-                if last_tx.elapsed() >= heartbeat {
-                    let nonce = next_nonce;
-                    next_nonce += 1;
-                    pending.push((nonce, Instant::now(), None));
-                    send(framed, Frame::Ping { nonce }, &mut last_tx).await?;
-                }
-            }
-            _ = gw.shutdown.cancelled() => {
-                let _ = framed.send(Frame::Goodbye { code: GoodbyeCode::Normal, reason: "gateway shutting down".into() }).await;
-                return Ok(End::Orderly("gateway shutting down".into()));
             }
         }
     }
-}
 
-async fn send<S>(
-    framed: &mut Framed<S, FrameCodec>,
-    frame: Frame,
-    last_tx: &mut Instant,
-) -> Result<(), String>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    framed
-        .send(frame)
-        .await
-        .map_err(|e| format!("send failed: {e}"))?;
-    *last_tx = Instant::now();
-    Ok(())
-}
-
-/// Offers our CRL; one too large for a frame is logged and skipped, the link stays.
-async fn send_crl<S>(
-    framed: &mut Framed<S, FrameCodec>,
-    peer_id: &str,
-    der: Vec<u8>,
-    last_tx: &mut Instant,
-) -> Result<(), String>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let max = framed.codec().max_payload() as usize;
-    if der.len() > max {
-        tracing::warn!(peer = %peer_id, size = der.len(), max, "our CRL is larger than a frame; not offered (raise link.max_frame_bytes)");
-        return Ok(());
+    async fn protocol_error<S>(
+        &mut self,
+        framed: &mut Framed<S, FrameCodec>,
+        e: FrameError,
+    ) -> String
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let _ = framed
+            .send(Frame::goodbye(e.goodbye_code(), &e.to_string()))
+            .await;
+        format!("protocol error from partner: {e}")
     }
-    send(framed, Frame::Crl { der: der.into() }, last_tx).await
-}
 
-fn handle_crl(gw: &Arc<Gateway>, peer_id: &str, der: &[u8]) {
-    let tls = gw.tls();
-    let Some(peer) = tls.trust().peers.get(peer_id) else {
-        return;
-    };
-    match gw.crls.offer(peer, der) {
-        Ok(CrlOutcome::Stored(number)) => {
-            tracing::info!(peer = %peer_id, crl_number = number, "stored the partner's newer CRL; reloading");
-            gw.reload_request.notify_one();
+    /// Handles frames received together; runs of Message frames are stored in one
+    /// transaction and acknowledged once.
+    async fn handle_frames<S>(
+        &mut self,
+        framed: &mut Framed<S, FrameCodec>,
+        frames: Vec<Frame>,
+    ) -> Result<Option<End>, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut batch: Vec<WireMessage> = Vec::new();
+        for frame in frames {
+            if let Frame::Message {
+                seq,
+                id,
+                content_type,
+                body,
+            } = frame
+            {
+                let seq =
+                    i64::try_from(seq).map_err(|_| "sequence number out of range".to_string())?;
+                batch.push(WireMessage {
+                    seq,
+                    message_id: id,
+                    content_type,
+                    body: body.to_vec(),
+                });
+                continue;
+            }
+            self.store_batch(framed, &mut batch).await?;
+            if let Some(end) = self.handle_control(framed, frame).await? {
+                return Ok(Some(end));
+            }
         }
-        Ok(CrlOutcome::NotNewer) => {}
-        Err(e) => {
-            tracing::warn!(peer = %peer_id, error = %e, "ignored a CRL offered by the partner")
+        self.store_batch(framed, &mut batch).await?;
+        Ok(None)
+    }
+
+    async fn store_batch<S>(
+        &mut self,
+        framed: &mut Framed<S, FrameCodec>,
+        batch: &mut Vec<WireMessage>,
+    ) -> Result<(), String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.last_activity = Instant::now();
+        let stored = self
+            .gw
+            .store
+            .store_inbound(&self.peer_id, &self.peer_epoch, batch)
+            .await;
+        batch.clear();
+        match stored {
+            Ok(last) => {
+                self.gw.inbox_arrived.notify_waiters();
+                let seq = u64::try_from(last).unwrap_or(0);
+                self.send(framed, Frame::Ack { seq }).await
+            }
+            Err(e) => {
+                // Not acknowledged: the partner keeps the messages and resends them on
+                // the next link, after its backoff.
+                let _ = framed
+                    .send(Frame::goodbye(
+                        GoodbyeCode::Normal,
+                        "receiver storage unavailable",
+                    ))
+                    .await;
+                Err(format!("cannot store received messages: {e}"))
+            }
+        }
+    }
+
+    async fn handle_control<S>(
+        &mut self,
+        framed: &mut Framed<S, FrameCodec>,
+        frame: Frame,
+    ) -> Result<Option<End>, String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match frame {
+            Frame::Ping { nonce } => self.send(framed, Frame::Pong { nonce }).await?,
+            Frame::Pong { nonce } => {
+                if let Some(pos) = self.pending_pings.iter().position(|(n, _, _)| *n == nonce) {
+                    let (_, sent, reply) = self.pending_pings.swap_remove(pos);
+                    let rtt = sent.elapsed();
+                    self.gw.set_rtt(&self.peer_id, rtt);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(rtt);
+                    }
+                }
+            }
+            Frame::Ack { seq } => {
+                let seq = i64::try_from(seq).map_err(|_| "ack out of range".to_string())?;
+                if seq > self.sent_up_to {
+                    let reason = format!(
+                        "ack {seq} for a message never sent (sent up to {})",
+                        self.sent_up_to
+                    );
+                    let _ = framed
+                        .send(Frame::goodbye(GoodbyeCode::ProtocolError, &reason))
+                        .await;
+                    return Err(format!("protocol error from partner: {reason}"));
+                }
+                self.gw
+                    .store
+                    .ack_outbox(&self.peer_id, seq)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                while self.in_flight.front().is_some_and(|(s, _)| *s <= seq) {
+                    if let Some((_, size)) = self.in_flight.pop_front() {
+                        self.in_flight_bytes -= size;
+                    }
+                }
+                self.fill_window(framed).await?;
+            }
+            Frame::Crl { der } => self.handle_crl(&der),
+            Frame::Goodbye {
+                code: GoodbyeCode::Idle,
+                reason,
+            } => {
+                return Ok(Some(End::Idle(format!(
+                    "partner closed the idle link: {reason}"
+                ))));
+            }
+            Frame::Goodbye { code, reason } => {
+                return Ok(Some(End::Orderly(format!(
+                    "partner said goodbye: {code:?} {reason}"
+                ))));
+            }
+            Frame::Unknown { .. } => {}
+            other => {
+                let reason = format!("unexpected {} frame", other.frame_type_name());
+                let _ = framed
+                    .send(Frame::goodbye(GoodbyeCode::ProtocolError, &reason))
+                    .await;
+                return Err(format!("protocol error from partner: {reason}"));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Sends outbox messages while the window has room.
+    async fn fill_window<S>(&mut self, framed: &mut Framed<S, FrameCodec>) -> Result<(), String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let link = &self.gw.config.link;
+        loop {
+            let room = link.window_frames.saturating_sub(self.in_flight.len());
+            if room == 0 || self.in_flight_bytes >= link.window_bytes {
+                return Ok(());
+            }
+            let batch = self
+                .gw
+                .store
+                .outbox_after(&self.peer_id, self.sent_up_to, room.min(256) as i64)
+                .await
+                .map_err(|e| e.to_string())?;
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for m in batch {
+                let size = m.body.len() + m.message_id.len() + m.content_type.len() + 11;
+                if size > self.peer_max_payload {
+                    return Err(format!(
+                        "message {} ({} bytes) exceeds the partner's frame limit of {} bytes",
+                        m.message_id, size, self.peer_max_payload
+                    ));
+                }
+                let seq = u64::try_from(m.seq).unwrap_or(0);
+                framed
+                    .feed(Frame::Message {
+                        seq,
+                        id: m.message_id,
+                        content_type: m.content_type,
+                        body: m.body.into(),
+                    })
+                    .await
+                    .map_err(|e| format!("send failed: {e}"))?;
+                self.sent_up_to = m.seq;
+                self.in_flight.push_back((m.seq, size));
+                self.in_flight_bytes += size;
+            }
+            framed
+                .flush()
+                .await
+                .map_err(|e| format!("send failed: {e}"))?;
+            self.last_tx = Instant::now();
+            self.last_activity = Instant::now();
+        }
+    }
+
+    async fn ping<S>(
+        &mut self,
+        framed: &mut Framed<S, FrameCodec>,
+        reply: Option<oneshot::Sender<Duration>>,
+    ) -> Result<(), String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let nonce = self.next_nonce;
+        self.next_nonce += 1;
+        self.pending_pings.push((nonce, Instant::now(), reply));
+        self.send(framed, Frame::Ping { nonce }).await
+    }
+
+    async fn send<S>(
+        &mut self,
+        framed: &mut Framed<S, FrameCodec>,
+        frame: Frame,
+    ) -> Result<(), String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        framed
+            .send(frame)
+            .await
+            .map_err(|e| format!("send failed: {e}"))?;
+        self.last_tx = Instant::now();
+        Ok(())
+    }
+
+    /// Offers our CRL; one too large for a frame is logged and skipped, the link stays.
+    async fn send_crl<S>(
+        &mut self,
+        framed: &mut Framed<S, FrameCodec>,
+        der: Vec<u8>,
+    ) -> Result<(), String>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let max = self
+            .peer_max_payload
+            .min(framed.codec().max_payload() as usize);
+        if der.len() > max {
+            tracing::warn!(peer = %self.peer_id, size = der.len(), max, "our CRL is larger than a frame; not offered (raise link.max_frame_bytes)");
+            return Ok(());
+        }
+        self.send(framed, Frame::Crl { der: der.into() }).await
+    }
+
+    fn handle_crl(&self, der: &[u8]) {
+        let tls = self.gw.tls();
+        let Some(peer) = tls.trust().peers.get(&self.peer_id) else {
+            return;
+        };
+        match self.gw.crls.offer(peer, der) {
+            Ok(CrlOutcome::Stored(number)) => {
+                tracing::info!(peer = %self.peer_id, crl_number = number, "stored the partner's newer CRL; reloading");
+                self.gw.reload_request.notify_one();
+            }
+            Ok(CrlOutcome::NotNewer) => {}
+            Err(e) => {
+                tracing::warn!(peer = %self.peer_id, error = %e, "ignored a CRL offered by the partner")
+            }
         }
     }
 }

@@ -37,8 +37,8 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
         tokio::spawn(async move {
             let up = handshake(&gw, tcp, remote).await;
             drop(permit);
-            if let Some((peer_id, framed, chain)) = up {
-                crate::link::run(gw, peer_id, Direction::Inbound, framed, chain).await;
+            if let Some((peer_id, framed, chain, hello)) = up {
+                crate::link::run(gw, peer_id, Direction::Inbound, framed, chain, hello).await;
             }
         });
     }
@@ -48,6 +48,7 @@ type Accepted = (
     String,
     Framed<tokio_rustls::server::TlsStream<TcpStream>, FrameCodec>,
     Vec<Vec<u8>>,
+    crate::link::PeerHello,
 );
 
 async fn handshake(
@@ -77,11 +78,14 @@ async fn handshake(
             .map(|c| c.iter().map(|d| d.as_ref().to_vec()).collect())
             .unwrap_or_default();
         let mut framed = Framed::new(stream, FrameCodec::new(gw.config.link.max_frame_bytes));
-        if let Err(e) = crate::link::exchange_hello(&mut framed, gw, &peer_id).await {
-            tracing::warn!(%remote, peer = %peer_id, error = %e, "link set-up failed");
-            return None;
-        }
-        Some((peer_id, framed, chain))
+        let hello = match crate::link::exchange_hello(&mut framed, gw, &peer_id).await {
+            Ok(hello) => hello,
+            Err(e) => {
+                tracing::warn!(%remote, peer = %peer_id, error = %e, "link set-up failed");
+                return None;
+            }
+        };
+        Some((peer_id, framed, chain, hello))
     };
     match tokio::time::timeout(gw.config.link.handshake_timeout(), work).await {
         Ok(up) => up,

@@ -3,8 +3,10 @@
 //! `ca-tool` produces and the validator in `shared`.
 
 mod admin;
+mod api;
 mod backoff;
 mod client;
+mod committer;
 mod config;
 mod crl_store;
 mod dialer;
@@ -14,10 +16,12 @@ mod keygen;
 mod link;
 mod listener;
 mod reload;
+mod store;
 mod tiebreak;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +66,47 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send one message to a partner through the local API (stdin with `-` or no FILE).
+    Send {
+        /// The partner's node id.
+        #[arg(long)]
+        peer: String,
+        /// Media type kept end to end.
+        #[arg(long, default_value = "application/octet-stream")]
+        content_type: String,
+        /// Idempotency key: a retried send with the same id stores nothing new.
+        #[arg(long)]
+        message_id: Option<String>,
+        /// API address of the gateway.
+        #[arg(long, value_name = "HOST:PORT", default_value = config::DEFAULT_API_LISTEN)]
+        api: String,
+        /// File holding the API bearer token.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        /// The message body; `-` or absent: standard input.
+        file: Option<PathBuf>,
+    },
+    /// Receive messages from the inbox (oldest first).
+    Recv {
+        /// Wait up to this many seconds for a message.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+        /// Most messages to fetch.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Acknowledge (remove) what was printed.
+        #[arg(long)]
+        ack: bool,
+        /// Print the JSON of GET /v1/inbox.
+        #[arg(long)]
+        json: bool,
+        /// API address of the gateway.
+        #[arg(long, value_name = "HOST:PORT", default_value = config::DEFAULT_API_LISTEN)]
+        api: String,
+        /// File holding the API bearer token.
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+    },
     /// Measure a round trip to a partner over its link.
     Ping {
         /// The partner's node id.
@@ -103,6 +148,32 @@ fn main() -> ExitCode {
             Command::Run { config } => run(&config).await,
             Command::Status { admin, json } => client::status(&admin, json).await,
             Command::Ping { peer_id, admin } => client::ping(&admin, &peer_id).await,
+            Command::Send {
+                peer,
+                content_type,
+                message_id,
+                api,
+                token_file,
+                file,
+            } => {
+                client::send(
+                    &api,
+                    token_file.as_deref(),
+                    &peer,
+                    &content_type,
+                    message_id.as_deref(),
+                    file.as_deref(),
+                )
+                .await
+            }
+            Command::Recv {
+                wait,
+                limit,
+                ack,
+                json,
+                api,
+                token_file,
+            } => client::recv(&api, token_file.as_deref(), wait, limit, ack, json).await,
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(2));
@@ -130,10 +201,21 @@ async fn run(config_path: &std::path::Path) -> Result<(), String> {
                 config.admin_listen
             )
         })?;
-    let gw = gateway::Gateway::new(config, tls, crls);
+    let store = Arc::new(
+        store::Store::open(&config.database_url)
+            .await
+            .map_err(|e| format!("cannot open the message store: {e}"))?,
+    );
+    let api_listener = tokio::net::TcpListener::bind(config.api_listen)
+        .await
+        .map_err(|e| format!("cannot listen on api_listen {}: {e}", config.api_listen))?;
+    let gw = gateway::Gateway::new(config, tls, crls, store.clone());
+    let committer = committer::Committer::start(store.clone());
     let trust = gw.tls().trust().clone();
     tracing::info!(
         node = %trust.identity.node_id,
+        store = gw.store.kind(),
+        api = %gw.config.api_listen,
         listen = %gw.config.listen,
         admin = %gw.config.admin_listen,
         peers = trust.peers.len(),
@@ -159,6 +241,36 @@ async fn run(config_path: &std::path::Path) -> Result<(), String> {
         })
     };
 
+    let api_server = {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let shutdown = gw.shutdown.clone();
+            let app = api::router(gw, committer);
+            if let Err(e) = axum::serve(api_listener, app)
+                .with_graceful_shutdown(async move { shutdown.cancelled().await })
+                .await
+            {
+                tracing::error!(error = %e, "API failed");
+            }
+        })
+    };
+    tokio::spawn({
+        let gw = gw.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = every.tick() => {
+                        if let Err(e) = gw.store.prune_sent_ids().await {
+                            tracing::warn!(error = %e, "cannot prune old message ids");
+                        }
+                    }
+                    _ = gw.shutdown.cancelled() => return,
+                }
+            }
+        }
+    });
+
     wait_for_stop_signal().await?;
     tracing::info!("stopping: saying goodbye to every partner");
     gw.shutdown.cancel();
@@ -168,6 +280,8 @@ async fn run(config_path: &std::path::Path) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), admin).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), api_server).await;
+    store.close().await;
     tracing::info!("stopped");
     Ok(())
 }
