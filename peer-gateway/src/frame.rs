@@ -921,7 +921,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_slice(&buf[HEADER_LEN..]).expect("json");
         assert_eq!(
             json,
-            serde_json::json!({"version": 1, "node_id": "node-a", "max_payload": 70_000, "heartbeat_ms": 5000})
+            serde_json::json!({"version": 1, "node_id": "node-a", "max_payload": 70_000, "heartbeat_ms": 5000, "epoch": ""})
         );
     }
 
