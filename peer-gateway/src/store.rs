@@ -137,6 +137,39 @@ pub struct OutboxStats {
     pub oldest_age_ms: Option<i64>,
 }
 
+/// Starting a write transaction: SQLite must take the write lock up front
+/// (`BEGIN IMMEDIATE`), or a read that later writes fails with
+/// `SQLITE_BUSY_SNAPSHOT` when another connection committed in between.
+trait WritePool {
+    type Db: sqlx::Database;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+           + Send;
+}
+
+impl WritePool for SqlitePool {
+    type Db = sqlx::Sqlite;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>,
+    > + Send {
+        self.begin_with("BEGIN IMMEDIATE")
+    }
+}
+
+impl WritePool for PgPool {
+    type Db = sqlx::Postgres;
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<
+        Output = Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>,
+    > + Send {
+        self.begin()
+    }
+}
+
 enum Backend {
     Sqlite(SqlitePool),
     Postgres(PgPool),
@@ -268,7 +301,7 @@ impl Store {
     pub async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<Accepted>, StoreError> {
         let now = now_ms();
         on_pool!(self, |pool, q| {
-            let mut tx = pool.begin().await.map_err(StoreError::from_db)?;
+            let mut tx = pool.begin_write().await.map_err(StoreError::from_db)?;
             let mut out = Vec::with_capacity(batch.len());
             for m in batch {
                 let id = m.message_id.clone().unwrap_or_else(random_id);
@@ -370,7 +403,7 @@ impl Store {
     /// Drops everything up to `upto_seq` from `peer`'s outbox: the peer has stored it.
     pub async fn ack_outbox(&self, peer: &str, upto_seq: i64) -> Result<(), StoreError> {
         on_pool!(self, |pool, q| {
-            let mut tx = pool.begin().await.map_err(StoreError::from_db)?;
+            let mut tx = pool.begin_write().await.map_err(StoreError::from_db)?;
             sqlx::query(&q("DELETE FROM outbox WHERE peer_id = ? AND seq <= ?"))
                 .bind(peer)
                 .bind(upto_seq)
@@ -419,7 +452,7 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let now = now_ms();
         on_pool!(self, |pool, q| {
-            let mut tx = pool.begin().await.map_err(StoreError::from_db)?;
+            let mut tx = pool.begin_write().await.map_err(StoreError::from_db)?;
             let row = sqlx::query(&q(
                 "SELECT last_seq FROM inbound_state WHERE from_peer = ? AND epoch = ?",
             ))
@@ -487,7 +520,7 @@ impl Store {
     /// Removes acknowledged inbox messages; returns how many were removed.
     pub async fn ack_inbox(&self, ids: &[String]) -> Result<u64, StoreError> {
         on_pool!(self, |pool, q| {
-            let mut tx = pool.begin().await.map_err(StoreError::from_db)?;
+            let mut tx = pool.begin_write().await.map_err(StoreError::from_db)?;
             let mut removed = 0;
             for id in ids {
                 removed += sqlx::query(&q("DELETE FROM inbox WHERE message_id = ?"))
