@@ -382,15 +382,20 @@ impl Gateway {
         }
     }
 
-    /// Counts and attributes a refused handshake.
+    /// Counts a refused handshake, and records it on a partner's status when the
+    /// refusal is authenticated as concerning that partner (`peer`) and it has no
+    /// healthy link to describe instead.
     pub fn record_refusal(&self, reason: &str, peer: Option<&str>, detail: &str) {
         *lock(&self.refused).entry(reason.to_string()).or_insert(0) += 1;
         if let Some(peer_id) = peer {
             let mut peers = lock(&self.peers);
             if let Some(entry) = peers.get_mut(peer_id) {
+                if entry.link.is_some() {
+                    return;
+                }
                 entry.status.last_error = Some(format!("refused: {detail}"));
                 entry.status.last_refusal = Some(reason.to_string());
-                if entry.link.is_none() && entry.status.state != LinkState::Inactive {
+                if entry.status.state != LinkState::Inactive {
                     if entry.status.state != LinkState::Refused {
                         entry.status.since = now_text();
                     }

@@ -62,12 +62,21 @@ async fn handshake(
         let (stream, peer_id) = match tls.accept(tcp).await {
             Ok(ok) => ok,
             Err(e) => {
-                let (peer, detail) = match &e {
-                    shared::tls::HandshakeError::Refused(r) => (r.peer.clone(), r.detail.clone()),
-                    other => (None, other.to_string()),
+                let (peer, claims, detail) = match &e {
+                    shared::tls::HandshakeError::Refused(r) => {
+                        (r.peer.clone(), r.claims.clone(), r.detail.clone())
+                    }
+                    other => (None, None, other.to_string()),
                 };
                 gw.record_refusal(e.reason(), peer.as_deref(), &detail);
-                tracing::warn!(%remote, reason = e.reason(), peer = peer.as_deref().unwrap_or("-"), detail = %detail, "refused handshake");
+                tracing::warn!(
+                    %remote,
+                    reason = e.reason(),
+                    peer = peer.as_deref().unwrap_or("-"),
+                    claims = claims.as_deref().unwrap_or("-"),
+                    detail = %detail,
+                    "refused handshake"
+                );
                 return None;
             }
         };

@@ -29,14 +29,14 @@ pub async fn load_tls(
     PeerTls::new(Arc::new(trust), Arc::new(identity)).map_err(|e| e.to_string())
 }
 
-/// Reloads; logs and keeps the current configuration on failure.
-pub async fn reload(gw: &Arc<Gateway>, cause: &str) {
+/// Reloads; logs and keeps the current configuration on failure (returns false).
+pub async fn reload(gw: &Arc<Gateway>, cause: &str) -> bool {
     let _guard = gw.reload_lock.lock().await;
     let tls = match load_tls(&gw.config, &gw.crls).await {
         Ok(tls) => tls,
         Err(e) => {
             tracing::error!(cause, error = %e, "reload failed; keeping the current configuration");
-            return;
+            return false;
         }
     };
     let old_crl = gw.tls().trust().crl_der.clone();
@@ -71,6 +71,7 @@ pub async fn reload(gw: &Arc<Gateway>, cause: &str) {
                         reason: "wrong_peer",
                         detail: format!("the link's certificate now identifies {who}"),
                         peer: Some(id.clone()),
+                        claims: None,
                     })
                 }
             }),
@@ -105,7 +106,11 @@ pub async fn reload(gw: &Arc<Gateway>, cause: &str) {
     }
     gw.wake_all();
     tracing::info!(cause, peers = trust.peers.len(), "reloaded");
+    true
 }
+
+/// Delay before retrying a failed reload (e.g. files caught half copied).
+const RETRY_FAILED_RELOAD: Duration = Duration::from_secs(3);
 
 /// A cheap fingerprint of every file a reload depends on.
 fn snapshot(paths: &[PathBuf], node_dir: &Path) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
@@ -144,15 +149,19 @@ pub async fn watch(gw: Arc<Gateway>) {
             None
         }
     };
+    let mut retry_at: Option<tokio::time::Instant> = None;
     loop {
         let cause = tokio::select! {
             _ = tick.tick() => {
                 let now = snapshot(&files, &gw.config.node_dir);
-                if now == last {
+                if now != last {
+                    last = now;
+                    "files changed"
+                } else if retry_at.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                    "retrying a failed reload"
+                } else {
                     continue;
                 }
-                last = now;
-                "files changed"
             }
             Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                 last = snapshot(&files, &gw.config.node_dir);
@@ -161,6 +170,10 @@ pub async fn watch(gw: Arc<Gateway>) {
             _ = gw.reload_request.notified() => "partner sent a newer CRL",
             _ = gw.shutdown.cancelled() => return,
         };
-        reload(&gw, cause).await;
+        retry_at = if reload(&gw, cause).await {
+            None
+        } else {
+            Some(tokio::time::Instant::now() + RETRY_FAILED_RELOAD)
+        };
     }
 }

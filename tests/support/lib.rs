@@ -815,3 +815,5 @@ mod tests {
         assert_ne!(pem_block(&flipped, "B"), b"two");
     }
 }
+
+pub mod gateway;

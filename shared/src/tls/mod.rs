@@ -63,8 +63,12 @@ pub struct Refusal {
     pub reason: &'static str,
     /// Human-readable explanation (certificate and rule).
     pub detail: String,
-    /// The partner the refused chain claims to come from, when that can be told.
+    /// The partner the refusal concerns, only when that is authenticated: the
+    /// chain was proven to come from it (e.g. it is deactivated), or we dialed it.
     pub peer: Option<String>,
+    /// The partner an unauthenticated chain claims to be, for the log only: anyone
+    /// can put a partner's name in a certificate, so this never touches its status.
+    pub claims: Option<String>,
 }
 
 impl fmt::Display for Refusal {
@@ -282,6 +286,7 @@ impl PeerTls {
                 reason: "unknown_peer",
                 detail: "the leaf's issuer is not a registered partner".into(),
                 peer: None,
+                claims: None,
             })
         })?;
         Ok((tls, peer_id))

@@ -130,6 +130,15 @@ impl NodeTrust {
                 None
             };
             let issued_to_us_not_after = issued_to_us_der.as_deref().and_then(not_after);
+            // A partner whose cross-cert we revoked is not trusted either way, even if
+            // the operator revoked it by serial rather than with --peer.
+            let revoked_by_us = match (
+                &crl_der,
+                pemfile::load_one(&dir.join(layout::ISSUED_BY_US), ObjectKind::Certificate),
+            ) {
+                (Some(crl), Ok(cert)) => serial_listed(crl, &cert),
+                _ => false,
+            };
             peers.insert(
                 record.node_id.clone(),
                 PeerTrust {
@@ -140,7 +149,7 @@ impl NodeTrust {
                     root_der,
                     issued_to_us_der,
                     endpoints: record.endpoints,
-                    status: if record.status == "active" {
+                    status: if record.status == "active" && !revoked_by_us {
                         PeerStatus::Active
                     } else {
                         PeerStatus::Inactive
@@ -162,6 +171,20 @@ impl NodeTrust {
     pub fn peer_by_subject(&self, subject_der: &[u8]) -> Option<&PeerTrust> {
         self.peers.values().find(|p| p.subject_der == subject_der)
     }
+}
+
+/// Whether `crl` lists the serial of `cert` (both DER; unparsable means no).
+fn serial_listed(crl: &[u8], cert: &[u8]) -> bool {
+    let (Ok((_, crl)), Ok((_, cert))) = (
+        CertificateRevocationList::from_der(crl),
+        X509Certificate::from_der(cert),
+    ) else {
+        return false;
+    };
+    let listed = crl
+        .iter_revoked_certificates()
+        .any(|r| r.raw_serial() == cert.raw_serial());
+    listed
 }
 
 /// Expiry of a DER certificate, if it parses.

@@ -69,7 +69,8 @@ pub fn identify_client(
     .map_err(|e| Refusal {
         reason: e.kind(),
         detail: e.to_string(),
-        peer: claimed_peer(trust, end_entity),
+        peer: None,
+        claims: claimed_peer(trust, end_entity),
     })?;
     // chain = [leaf, cross-cert, our root]; pathlen 0 on cross-certs forbids anything longer.
     let cross = match chain.chain.as_slice() {
@@ -82,6 +83,7 @@ pub fn identify_client(
                     chain.leaf_subject
                 ),
                 peer: None,
+                claims: None,
             })
         }
         _ => {
@@ -89,6 +91,7 @@ pub fn identify_client(
                 reason: "unexpected_chain",
                 detail: "the chain is not [leaf, cross-cert, our root]".into(),
                 peer: None,
+                claims: None,
             })
         }
     };
@@ -96,6 +99,7 @@ pub fn identify_client(
         reason: "malformed",
         detail: e.to_string(),
         peer: None,
+        claims: None,
     })?;
     let subject = cross_cert.subject().as_raw();
     let peer = trust.peer_by_subject(subject).ok_or_else(|| Refusal {
@@ -105,12 +109,14 @@ pub fn identify_client(
             names::display_dn(cross_cert.subject())
         ),
         peer: None,
+        claims: None,
     })?;
     if peer.status != PeerStatus::Active {
         return Err(Refusal {
             reason: "peer_inactive",
             detail: format!("partner {} is revoked or deactivated", peer.node_id),
             peer: Some(peer.node_id.clone()),
+            claims: None,
         });
     }
     if let Some(crl) = &peer.crl_der {
@@ -129,6 +135,7 @@ pub fn identify_client(
             reason: e.kind(),
             detail: format!("per the CRL partner {} sent us: {e}", peer.node_id),
             peer: Some(peer.node_id.clone()),
+            claims: None,
         })?;
     }
     Ok(peer.node_id.clone())
@@ -150,6 +157,7 @@ pub fn verify_server(
         reason: "unknown_peer",
         detail: format!("{peer_id} is not a registered partner"),
         peer: Some(peer_id.to_string()),
+        claims: None,
     })?;
     let crls: Vec<Vec<u8>> = peer.crl_der.iter().cloned().collect();
     let chain = validate::validate_chain(
@@ -166,11 +174,13 @@ pub fn verify_server(
         reason: e.kind(),
         detail: e.to_string(),
         peer: Some(peer_id.to_string()),
+        claims: None,
     })?;
     let malformed = |e: x509_parser::nom::Err<x509_parser::error::X509Error>| Refusal {
         reason: "malformed",
         detail: e.to_string(),
         peer: Some(peer_id.to_string()),
+        claims: None,
     };
     let (_, leaf_subject) =
         x509_parser::x509::X509Name::from_der(&chain.leaf_subject_der).map_err(malformed)?;
@@ -184,6 +194,7 @@ pub fn verify_server(
                 chain.leaf_subject, peer.subject
             ),
             peer: Some(peer_id.to_string()),
+            claims: None,
         });
     }
     Ok(())
