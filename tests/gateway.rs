@@ -1082,3 +1082,34 @@ fn revoking_a_cross_cert_by_serial_makes_the_partner_inactive() {
     });
     net.terminate_all();
 }
+
+/// With `idle_close_ms`, a link without traffic closes on both sides (state
+/// `idle`, not redialed), and a ping (demand) reopens it.
+#[test]
+fn idle_links_close_and_reopen_on_demand() {
+    let mut net = Net::mesh(&["a", "b"]);
+    for n in ["a", "b"] {
+        net.set_config_extra(n, "");
+        let config = net.node(n).config.clone();
+        let mut text = fs::read_to_string(&config).expect("config");
+        text.push_str("\nidle_close_ms = 1500\n");
+        fs::write(&config, text).expect("write config");
+    }
+    net.start_all(&["a", "b"]);
+    net.wait_all_connected(&["a", "b"], WAIT);
+    net.wait("both sides to close the idle link", WAIT, |net| {
+        net.check_state("a", "b", &["idle"])?;
+        net.check_state("b", "a", &["idle"])?;
+        Ok(())
+    });
+    let out = peer_gateway(args![
+        "ping",
+        net.id("b"),
+        "--admin",
+        net.node("a").admin_arg()
+    ]);
+    out.assert_success();
+    assert!(out.stdout.contains("pong"), "{}", out.all_output());
+    net.check_state("a", "b", &["connected"]).unwrap();
+    net.terminate_all();
+}
