@@ -163,6 +163,14 @@ async fn submit(api: &Api, peer: &str, batch: Vec<NewMessage>) -> Result<Vec<Acc
         .submit(batch)
         .await
         .map_err(|e| store_error(&e))?;
+    let stored = accepted
+        .iter()
+        .filter(|a| matches!(a, Accepted::Stored(_)))
+        .count();
+    api.gw
+        .metrics
+        .messages_accepted
+        .add(&[("peer", peer)], stored as u64);
     api.gw.outbox_waker(peer).notify_one();
     Ok(accepted)
 }

@@ -71,6 +71,8 @@ struct RawConfig {
     #[serde(default)]
     max_outbox_messages: Option<i64>,
     #[serde(default)]
+    expiry_warning_days: Option<Vec<u32>>,
+    #[serde(default)]
     state_dir: Option<PathBuf>,
     #[serde(default)]
     link: LinkConfig,
@@ -177,6 +179,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Most undelivered messages per peer before the API answers 503.
     pub max_outbox_messages: i64,
+    /// Warn when a certificate is this many days (or fewer) from expiry.
+    pub expiry_warning_days: Vec<u32>,
     /// Where the gateway keeps state (partners' CRLs).
     pub state_dir: PathBuf,
     /// Link tuning.
@@ -346,6 +350,7 @@ impl Config {
             api_token,
             max_message_bytes,
             max_outbox_messages,
+            expiry_warning_days: raw.expiry_warning_days.unwrap_or_else(|| vec![30, 7]),
             state_dir: resolve(raw.state_dir.as_deref().unwrap_or(Path::new("state"))),
             link: raw.link,
             peers: raw.peers,

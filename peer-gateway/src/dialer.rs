@@ -89,6 +89,7 @@ pub async fn supervise(gw: Arc<Gateway>, peer_id: String) {
                 None,
             ))
         } else {
+            gw.metrics.reconnect_attempts.inc(&[("peer", &peer_id)]);
             dial_any(&gw, &peer_id, &endpoints).await
         };
         match outcome {
@@ -197,6 +198,9 @@ async fn dial(
     let (framed, chain, hello) = tokio::time::timeout(link.handshake_timeout(), handshake)
         .await
         .map_err(|_| ("handshake timed out".to_string(), None))??;
+    gw.metrics
+        .handshakes_accepted
+        .inc(&[("direction", "outbound")]);
     Ok(crate::link::run(
         gw.clone(),
         peer_id.to_string(),

@@ -114,6 +114,8 @@ pub struct Gateway {
     pub reload_request: Notify,
     /// Durable message storage.
     pub store: Arc<crate::store::Store>,
+    /// Counters and histograms for /metrics.
+    pub metrics: crate::metrics::Metrics,
     /// Signalled when messages land in the inbox (wakes long polls).
     pub inbox_arrived: Notify,
     outbox_wakers: Mutex<BTreeMap<String, Arc<Notify>>>,
@@ -149,6 +151,7 @@ impl Gateway {
             reload_lock: tokio::sync::Mutex::new(()),
             reload_request: Notify::new(),
             store,
+            metrics: crate::metrics::Metrics::default(),
             inbox_arrived: Notify::new(),
             outbox_wakers: Mutex::new(BTreeMap::new()),
         })
@@ -387,6 +390,7 @@ impl Gateway {
     /// healthy link to describe instead.
     pub fn record_refusal(&self, reason: &str, peer: Option<&str>, detail: &str) {
         *lock(&self.refused).entry(reason.to_string()).or_insert(0) += 1;
+        self.metrics.handshakes_refused.inc(&[("reason", reason)]);
         if let Some(peer_id) = peer {
             let mut peers = lock(&self.peers);
             if let Some(entry) = peers.get_mut(peer_id) {

@@ -374,7 +374,11 @@ impl Link {
             .await;
         batch.clear();
         match stored {
-            Ok(last) => {
+            Ok((last, new)) => {
+                self.gw
+                    .metrics
+                    .messages_received
+                    .add(&[("peer", &self.peer_id)], new);
                 self.gw.inbox_arrived.notify_waiters();
                 let seq = u64::try_from(last).unwrap_or(0);
                 self.send(framed, Frame::Ack { seq }).await
@@ -430,11 +434,17 @@ impl Link {
                     .ack_outbox(&self.peer_id, seq)
                     .await
                     .map_err(|e| e.to_string())?;
+                let mut acked = 0;
                 while self.in_flight.front().is_some_and(|(s, _)| *s <= seq) {
                     if let Some((_, size)) = self.in_flight.pop_front() {
                         self.in_flight_bytes -= size;
+                        acked += 1;
                     }
                 }
+                self.gw
+                    .metrics
+                    .messages_acknowledged
+                    .add(&[("peer", &self.peer_id)], acked);
                 self.fill_window(framed).await?;
             }
             Frame::Crl { der } => self.handle_crl(&der),
@@ -483,6 +493,7 @@ impl Link {
             if batch.is_empty() {
                 return Ok(());
             }
+            let sent = batch.len() as u64;
             for m in batch {
                 let size = m.body.len() + m.message_id.len() + m.content_type.len() + 11;
                 if size > self.peer_max_payload {
@@ -509,6 +520,10 @@ impl Link {
                 .flush()
                 .await
                 .map_err(|e| format!("send failed: {e}"))?;
+            self.gw
+                .metrics
+                .messages_sent
+                .add(&[("peer", &self.peer_id)], sent);
             self.last_tx = Instant::now();
             self.last_activity = Instant::now();
         }

@@ -94,6 +94,9 @@ async fn handshake(
                 return None;
             }
         };
+        gw.metrics
+            .handshakes_accepted
+            .inc(&[("direction", "inbound")]);
         Some((peer_id, framed, chain, hello))
     };
     match tokio::time::timeout(gw.config.link.handshake_timeout(), work).await {

@@ -10,11 +10,13 @@ mod committer;
 mod config;
 mod crl_store;
 mod dialer;
+mod expiry;
 mod frame;
 mod gateway;
 mod keygen;
 mod link;
 mod listener;
+mod metrics;
 mod reload;
 mod store;
 mod tiebreak;
@@ -30,8 +32,21 @@ use clap::{Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(name = "peer-gateway", version, about, long_about)]
 struct Cli {
+    /// Log format on standard error: `human` (default) or `json` (one object per
+    /// line, for log collectors). The level is set with PEERLINK_LOG (e.g. debug).
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// Log formats.
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -119,14 +134,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("PEERLINK_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PEERLINK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    match cli.log_format {
+        LogFormat::Human => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -227,6 +248,7 @@ async fn run(config_path: &std::path::Path) -> Result<(), String> {
     }
     tokio::spawn(listener::serve(gw.clone(), listener));
     tokio::spawn(reload::watch(gw.clone()));
+    tokio::spawn(expiry::watch(gw.clone()));
     let admin = {
         let gw = gw.clone();
         tokio::spawn(async move {

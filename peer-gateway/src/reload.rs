@@ -106,6 +106,7 @@ pub async fn reload(gw: &Arc<Gateway>, cause: &str) -> bool {
     }
     gw.wake_all();
     tracing::info!(cause, peers = trust.peers.len(), "reloaded");
+    crate::expiry::log_warnings(gw);
     true
 }
 

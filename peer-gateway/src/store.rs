@@ -179,6 +179,8 @@ enum Backend {
 pub struct Store {
     backend: Backend,
     epoch: String,
+    /// Duration of write transactions (including the fsync), for /metrics.
+    pub commit_latency: crate::metrics::Histogram,
 }
 
 /// Runs `$body` with `$pool` bound to the back end's pool and `$q` to a function
@@ -263,6 +265,7 @@ impl Store {
         let mut store = Store {
             backend,
             epoch: String::new(),
+            commit_latency: crate::metrics::Histogram::default(),
         };
         store.epoch = store.ensure_epoch().await?;
         Ok(store)
@@ -299,6 +302,13 @@ impl Store {
 
     /// Stores a batch of messages atomically (all or none), assigning sequence numbers.
     pub async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<Accepted>, StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.enqueue_inner(batch).await;
+        self.commit_latency.observe(started.elapsed());
+        result
+    }
+
+    async fn enqueue_inner(&self, batch: &[NewMessage]) -> Result<Vec<Accepted>, StoreError> {
         let now = now_ms();
         on_pool!(self, |pool, q| {
             let mut tx = pool.begin_write().await.map_err(StoreError::from_db)?;
@@ -402,6 +412,13 @@ impl Store {
 
     /// Drops everything up to `upto_seq` from `peer`'s outbox: the peer has stored it.
     pub async fn ack_outbox(&self, peer: &str, upto_seq: i64) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.ack_outbox_inner(peer, upto_seq).await;
+        self.commit_latency.observe(started.elapsed());
+        result
+    }
+
+    async fn ack_outbox_inner(&self, peer: &str, upto_seq: i64) -> Result<(), StoreError> {
         on_pool!(self, |pool, q| {
             let mut tx = pool.begin_write().await.map_err(StoreError::from_db)?;
             sqlx::query(&q("DELETE FROM outbox WHERE peer_id = ? AND seq <= ?"))
@@ -442,14 +459,51 @@ impl Store {
         })
     }
 
+    /// Outbox figures of every peer with undelivered messages, in one query.
+    pub async fn outbox_stats_all(&self) -> Result<Vec<(String, OutboxStats)>, StoreError> {
+        let now = now_ms();
+        on_pool!(self, |pool, q| {
+            let rows = sqlx::query(&q("SELECT peer_id, COUNT(*), COALESCE(SUM(LENGTH(body)), 0), MIN(created_ms) FROM outbox GROUP BY peer_id"))
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::from_db)?;
+            rows.iter()
+                .map(|r| {
+                    let oldest: Option<i64> = r.try_get(3)?;
+                    Ok((
+                        r.try_get(0)?,
+                        OutboxStats {
+                            depth: r.try_get(1)?,
+                            bytes: r.try_get::<i64, _>(2)?,
+                            oldest_age_ms: oldest.map(|t| (now - t).max(0)),
+                        },
+                    ))
+                })
+                .collect()
+        })
+    }
+
     /// Stores messages received from `peer` (outbox epoch `epoch`), skipping resends;
-    /// returns the highest sequence number now stored, to acknowledge.
+    /// returns the highest sequence number now stored, to acknowledge, and how many
+    /// messages were new.
     pub async fn store_inbound(
         &self,
         peer: &str,
         epoch: &str,
         messages: &[WireMessage],
-    ) -> Result<i64, StoreError> {
+    ) -> Result<(i64, u64), StoreError> {
+        let started = std::time::Instant::now();
+        let result = self.store_inbound_inner(peer, epoch, messages).await;
+        self.commit_latency.observe(started.elapsed());
+        result
+    }
+
+    async fn store_inbound_inner(
+        &self,
+        peer: &str,
+        epoch: &str,
+        messages: &[WireMessage],
+    ) -> Result<(i64, u64), StoreError> {
         let now = now_ms();
         on_pool!(self, |pool, q| {
             let mut tx = pool.begin_write().await.map_err(StoreError::from_db)?;
@@ -466,10 +520,12 @@ impl Store {
                 None => 0,
             };
             let before = last;
+            let mut new = 0u64;
             for m in messages {
                 if m.seq <= last {
                     continue; // a resend of something already stored
                 }
+                new += 1;
                 sqlx::query(&q("INSERT INTO inbox (from_peer, message_id, content_type, body, received_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT (from_peer, message_id) DO NOTHING"))
                     .bind(peer)
                     .bind(&m.message_id)
@@ -491,7 +547,7 @@ impl Store {
                     .map_err(StoreError::from_db)?;
             }
             tx.commit().await.map_err(StoreError::from_db)?;
-            Ok(last)
+            Ok((last, new))
         })
     }
 
@@ -710,7 +766,7 @@ mod tests {
                     .store_inbound("a", "e1", &[wire(1, "x1"), wire(2, "x2")])
                     .await
                     .unwrap(),
-                2
+                (2, 2)
             );
             // Link dropped before our ack arrived: the sender resends 2 and sends 3.
             assert_eq!(
@@ -718,7 +774,7 @@ mod tests {
                     .store_inbound("a", "e1", &[wire(2, "x2"), wire(3, "x3")])
                     .await
                     .unwrap(),
-                3
+                (3, 1)
             );
             let inbox = store.inbox(10).await.unwrap();
             let ids: Vec<_> = inbox.iter().map(|m| m.message_id.as_str()).collect();
@@ -729,7 +785,7 @@ mod tests {
                     .store_inbound("a", "e2", &[wire(1, "y1")])
                     .await
                     .unwrap(),
-                1
+                (1, 1)
             );
             assert_eq!(store.inbox_depth().await.unwrap(), 4);
             assert_eq!(
@@ -746,7 +802,7 @@ mod tests {
                     .store_inbound("a", "e1", &[wire(1, "x1")])
                     .await
                     .unwrap(),
-                3
+                (3, 0)
             );
             assert_eq!(store.inbox_depth().await.unwrap(), 2);
             store.close().await;
