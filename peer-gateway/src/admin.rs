@@ -18,6 +18,7 @@ pub fn router(gw: Arc<Gateway>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers/{id}/ping", post(ping))
+        .route("/", get(status_page))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .with_state(gw)
@@ -46,6 +47,18 @@ async fn status(State(gw): State<Arc<Gateway>>) -> Response {
         ),
     }))
     .into_response()
+}
+
+/// The status page: plain HTML, CSS and JS in the binary, no CDN; it polls /v1/status.
+async fn status_page() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        include_str!("status_page.html"),
+    )
+        .into_response()
 }
 
 /// Healthy when the store answers; the links are reported by status, not here,
