@@ -36,6 +36,7 @@ async fn status(State(gw): State<Arc<Gateway>>) -> Response {
         "peers": gw.statuses(),
         "refused_handshakes": gw.refused_counts(),
         "store": gw.store.kind(),
+        "replica_id": gw.replica_id,
         "inbox_depth": gw.store.inbox_depth().await.ok(),
         "outbox": gw.store.outbox_stats_all().await.ok().map(|all| {
             all.into_iter().collect::<std::collections::BTreeMap<_, _>>()
@@ -74,13 +75,14 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
     }
 }
 
-const STATES: [(LinkState, &str); 6] = [
+const STATES: [(LinkState, &str); 7] = [
     (LinkState::Connected, "connected"),
     (LinkState::Connecting, "connecting"),
     (LinkState::BackingOff, "backing-off"),
     (LinkState::Refused, "refused"),
     (LinkState::Inactive, "inactive"),
     (LinkState::Idle, "idle"),
+    (LinkState::Standby, "standby"),
 ];
 
 /// Prometheus text exposition.

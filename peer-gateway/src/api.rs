@@ -361,6 +361,8 @@ async fn inbox(State(api): State<Api>, Query(q): Query<InboxQuery>) -> Response 
         tokio::select! {
             _ = arrived => {}
             _ = tokio::time::sleep_until(deadline) => {}
+            // Another replica sharing the store may have received something.
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
             _ = api.gw.shutdown.cancelled() => {}
         }
     }

@@ -75,6 +75,37 @@ pub async fn supervise(gw: Arc<Gateway>, peer_id: String) {
         }
         first = false;
 
+        // Only the replica holding the partner's lease keeps its link.
+        match crate::leases::acquire(&gw, &peer_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let owner = gw.store.lease_owner(&peer_id).await.ok().flatten();
+                gw.set_state(
+                    &peer_id,
+                    LinkState::Standby,
+                    Some(format!(
+                        "the link is owned by replica {}",
+                        owner.as_deref().unwrap_or("?")
+                    )),
+                    None,
+                    0,
+                );
+                sleep_or_wake(&gw, &wake, crate::leases::standby_retry()).await;
+                continue;
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                gw.set_state(
+                    &peer_id,
+                    LinkState::BackingOff,
+                    Some(e),
+                    None,
+                    backoff.attempts(),
+                );
+                sleep_or_wake(&gw, &wake, delay).await;
+                continue;
+            }
+        }
         let endpoints = gw.endpoints_of(&peer_id);
         gw.set_state(
             &peer_id,

@@ -112,6 +112,8 @@ pub enum GoodbyeCode {
     Idle,
     /// 6: nothing was received for too long.
     HeartbeatTimeout,
+    /// 7: another replica of this node owns the link to the peer; dial another endpoint.
+    NotOwner,
     /// A code this version does not know (kept so it can be logged).
     Other(u16),
 }
@@ -127,6 +129,7 @@ impl GoodbyeCode {
             GoodbyeCode::FrameTooLarge => 4,
             GoodbyeCode::Idle => 5,
             GoodbyeCode::HeartbeatTimeout => 6,
+            GoodbyeCode::NotOwner => 7,
             GoodbyeCode::Other(code) => code,
         }
     }
@@ -142,6 +145,7 @@ impl GoodbyeCode {
             4 => GoodbyeCode::FrameTooLarge,
             5 => GoodbyeCode::Idle,
             6 => GoodbyeCode::HeartbeatTimeout,
+            7 => GoodbyeCode::NotOwner,
             other => GoodbyeCode::Other(other),
         }
     }
@@ -156,6 +160,7 @@ impl GoodbyeCode {
             GoodbyeCode::FrameTooLarge => "frame_too_large",
             GoodbyeCode::Idle => "idle",
             GoodbyeCode::HeartbeatTimeout => "heartbeat_timeout",
+            GoodbyeCode::NotOwner => "not_owner",
             GoodbyeCode::Other(_) => "other",
         }
     }

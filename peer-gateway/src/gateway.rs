@@ -36,6 +36,8 @@ pub enum LinkState {
     Inactive,
     /// Closed for lack of traffic (`idle_close_ms`); reopened on demand by either side.
     Idle,
+    /// Another replica of this node owns the link (shared PostgreSQL store).
+    Standby,
 }
 
 /// Orders a link task can receive.
@@ -116,6 +118,8 @@ pub struct Gateway {
     pub store: Arc<crate::store::Store>,
     /// Counters and histograms for /metrics.
     pub metrics: crate::metrics::Metrics,
+    /// This process's replica id (random per start): the owner name in link leases.
+    pub replica_id: String,
     /// Signalled when messages land in the inbox (wakes long polls).
     pub inbox_arrived: Notify,
     outbox_wakers: Mutex<BTreeMap<String, Arc<Notify>>>,
@@ -152,6 +156,12 @@ impl Gateway {
             reload_request: Notify::new(),
             store,
             metrics: crate::metrics::Metrics::default(),
+            replica_id: {
+                use rand_core::RngCore;
+                let mut b = [0u8; 8];
+                rand_core::OsRng.fill_bytes(&mut b);
+                hex::encode(b)
+            },
             inbox_arrived: Notify::new(),
             outbox_wakers: Mutex::new(BTreeMap::new()),
         })

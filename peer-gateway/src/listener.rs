@@ -8,7 +8,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::codec::Framed;
 
-use crate::frame::FrameCodec;
+use futures_util::SinkExt;
+
+use crate::frame::{Frame, FrameCodec, GoodbyeCode};
 use crate::gateway::Gateway;
 use crate::tiebreak::Direction;
 
@@ -87,6 +89,25 @@ async fn handshake(
             .map(|c| c.iter().map(|d| d.as_ref().to_vec()).collect())
             .unwrap_or_default();
         let mut framed = Framed::new(stream, FrameCodec::new(gw.config.link.max_frame_bytes));
+        // Another replica may own this partner's link: send it to its next endpoint.
+        match crate::leases::acquire(gw, &peer_id).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(%remote, peer = %peer_id, "another replica owns this partner's link; redirecting");
+                let _ = framed
+                    .send(Frame::goodbye(
+                        GoodbyeCode::NotOwner,
+                        "another replica owns this link",
+                    ))
+                    .await;
+                return None;
+            }
+            Err(e) => {
+                tracing::warn!(%remote, peer = %peer_id, error = %e, "closing: link lease unavailable");
+                let _ = framed.send(Frame::goodbye(GoodbyeCode::Normal, &e)).await;
+                return None;
+            }
+        }
         let hello = match crate::link::exchange_hello(&mut framed, gw, &peer_id).await {
             Ok(hello) => hello,
             Err(e) => {

@@ -14,6 +14,7 @@ mod expiry;
 mod frame;
 mod gateway;
 mod keygen;
+mod leases;
 mod link;
 mod listener;
 mod metrics;
@@ -236,6 +237,7 @@ async fn run(config_path: &std::path::Path) -> Result<(), String> {
     tracing::info!(
         node = %trust.identity.node_id,
         store = gw.store.kind(),
+        replica = %gw.replica_id,
         api = %gw.config.api_listen,
         listen = %gw.config.listen,
         admin = %gw.config.admin_listen,
@@ -249,6 +251,7 @@ async fn run(config_path: &std::path::Path) -> Result<(), String> {
     tokio::spawn(listener::serve(gw.clone(), listener));
     tokio::spawn(reload::watch(gw.clone()));
     tokio::spawn(expiry::watch(gw.clone()));
+    tokio::spawn(leases::renew(gw.clone()));
     let admin = {
         let gw = gw.clone();
         tokio::spawn(async move {
@@ -303,6 +306,7 @@ async fn run(config_path: &std::path::Path) -> Result<(), String> {
     }
     let _ = tokio::time::timeout(Duration::from_secs(2), admin).await;
     let _ = tokio::time::timeout(Duration::from_secs(2), api_server).await;
+    leases::release(&gw).await;
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -505,8 +505,18 @@ impl Store {
         messages: &[WireMessage],
     ) -> Result<(i64, u64), StoreError> {
         let now = now_ms();
+        let is_postgres = matches!(self.backend, Backend::Postgres(_));
         on_pool!(self, |pool, q| {
             let mut tx = pool.begin_write().await.map_err(StoreError::from_db)?;
+            if is_postgres {
+                // Replicas share the database: serialise writers of one (peer, epoch)
+                // counter, as BEGIN IMMEDIATE does for SQLite.
+                sqlx::query(&q("SELECT pg_advisory_xact_lock(hashtext(?))"))
+                    .bind(format!("inbound:{peer}:{epoch}"))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_db)?;
+            }
             let row = sqlx::query(&q(
                 "SELECT last_seq FROM inbound_state WHERE from_peer = ? AND epoch = ?",
             ))
@@ -612,6 +622,78 @@ impl Store {
                 .await
                 .map_err(StoreError::from_db)?
                 .rows_affected())
+        })
+    }
+
+    /// Takes or keeps the lease on `peer`'s link for `owner` until now + `ttl_ms`;
+    /// true when `owner` holds it afterwards. An expired lease of another owner
+    /// is taken over.
+    pub async fn acquire_lease(
+        &self,
+        peer: &str,
+        owner: &str,
+        ttl_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let now = now_ms();
+        on_pool!(self, |pool, q| {
+            let row = sqlx::query(&q("INSERT INTO link_leases (peer_id, owner, expires_ms) VALUES (?, ?, ?) \
+                 ON CONFLICT (peer_id) DO UPDATE SET owner = excluded.owner, expires_ms = excluded.expires_ms \
+                 WHERE link_leases.owner = excluded.owner OR link_leases.expires_ms < ? \
+                 RETURNING owner"))
+                .bind(peer)
+                .bind(owner)
+                .bind(now + ttl_ms)
+                .bind(now)
+                .fetch_optional(pool)
+                .await
+                .map_err(StoreError::from_db)?;
+            Ok(row.is_some())
+        })
+    }
+
+    /// Extends every lease `owner` holds; returns the peers whose leases it still holds.
+    pub async fn renew_leases(&self, owner: &str, ttl_ms: i64) -> Result<Vec<String>, StoreError> {
+        let now = now_ms();
+        on_pool!(self, |pool, q| {
+            let rows = sqlx::query(&q("UPDATE link_leases SET expires_ms = ? WHERE owner = ? AND expires_ms >= ? RETURNING peer_id"))
+                .bind(now + ttl_ms)
+                .bind(owner)
+                .bind(now)
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::from_db)?;
+            rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+        })
+    }
+
+    /// Gives up every lease of `owner` (clean shutdown: others take over at once).
+    pub async fn release_leases(&self, owner: &str) -> Result<(), StoreError> {
+        on_pool!(self, |pool, q| {
+            sqlx::query(&q("DELETE FROM link_leases WHERE owner = ?"))
+                .bind(owner)
+                .execute(pool)
+                .await
+                .map_err(StoreError::from_db)?;
+            Ok(())
+        })
+    }
+
+    /// The current holder of `peer`'s lease, if unexpired.
+    pub async fn lease_owner(&self, peer: &str) -> Result<Option<String>, StoreError> {
+        let now = now_ms();
+        on_pool!(self, |pool, q| {
+            let row = sqlx::query(&q(
+                "SELECT owner FROM link_leases WHERE peer_id = ? AND expires_ms >= ?",
+            ))
+            .bind(peer)
+            .bind(now)
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::from_db)?;
+            Ok(match row {
+                Some(r) => Some(r.try_get(0)?),
+                None => None,
+            })
         })
     }
 
