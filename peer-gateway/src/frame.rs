@@ -1260,7 +1260,8 @@ mod tests {
             assert_eq!(GoodbyeCode::from_u16(code).as_u16(), code);
         }
         assert_eq!(GoodbyeCode::from(6), GoodbyeCode::HeartbeatTimeout);
-        assert_eq!(GoodbyeCode::from(7), GoodbyeCode::Other(7));
+        assert_eq!(GoodbyeCode::from(7), GoodbyeCode::NotOwner);
+        assert_eq!(GoodbyeCode::from(8), GoodbyeCode::Other(8));
         assert_eq!(u16::from(GoodbyeCode::Revoked), 3);
         assert_eq!(GoodbyeCode::Revoked.to_string(), "revoked (3)");
     }
