@@ -110,6 +110,14 @@ pub struct LinkConfig {
     pub window_frames: usize,
     /// Most bytes sent on a link and not yet acknowledged.
     pub window_bytes: usize,
+    /// Handshakes per second allowed from one source address (sustained).
+    pub handshakes_per_source_per_second: f64,
+    /// Handshakes allowed from one source address in a burst.
+    pub handshake_burst_per_source: f64,
+    /// Handshakes in progress at once from one source address.
+    pub max_handshakes_per_source: usize,
+    /// Length of the listener's accept queue (TCP backlog).
+    pub accept_backlog: u32,
 }
 
 impl Default for LinkConfig {
@@ -128,6 +136,10 @@ impl Default for LinkConfig {
             max_concurrent_handshakes: 64,
             window_frames: 512,
             window_bytes: 16 * 1024 * 1024,
+            handshakes_per_source_per_second: 20.0,
+            handshake_burst_per_source: 40.0,
+            max_handshakes_per_source: 8,
+            accept_backlog: 256,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Accepting partners: TCP_NODELAY, a cap on concurrent handshakes, a
-//! handshake timeout, and a logged, counted reason for every refusal (never
-//! sent to the peer beyond the TLS alert).
+//! Accepting partners: a bounded accept queue, per-source admission control
+//! (rate limit and concurrent handshakes), a global cap on concurrent
+//! handshakes, a handshake timeout, TCP_NODELAY, and a logged, counted reason
+//! for every refusal (never sent to the peer beyond the TLS alert).
 
 use std::sync::Arc;
 
@@ -17,6 +18,12 @@ use crate::tiebreak::Direction;
 /// Accepts connections until shutdown.
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
     let permits = Arc::new(Semaphore::new(gw.config.link.max_concurrent_handshakes));
+    let link = &gw.config.link;
+    let admission = crate::admission::Admission::new(
+        link.handshakes_per_source_per_second,
+        link.handshake_burst_per_source,
+        link.max_handshakes_per_source,
+    );
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -30,15 +37,25 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
                 continue;
             }
         };
+        let slot = match admission.admit(remote.ip(), std::time::Instant::now()) {
+            Ok(slot) => slot,
+            Err(rejection) => {
+                // Debug only: a flood must not also flood the log.
+                gw.record_refusal(rejection.reason(), None, "source over its handshake budget");
+                tracing::debug!(%remote, reason = rejection.reason(), "refused connection");
+                continue;
+            }
+        };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             gw.record_refusal("too_many_handshakes", None, "handshake limit reached");
-            tracing::warn!(%remote, "refused connection: too many handshakes in progress");
+            tracing::debug!(%remote, "refused connection: too many handshakes in progress");
             continue;
         };
         let gw = gw.clone();
         tokio::spawn(async move {
             let up = handshake(&gw, tcp, remote).await;
             drop(permit);
+            drop(slot);
             if let Some((peer_id, framed, chain, hello)) = up {
                 crate::link::run(gw, peer_id, Direction::Inbound, framed, chain, hello).await;
             }

@@ -3,6 +3,7 @@
 //! `ca-tool` produces and the validator in `shared`.
 
 mod admin;
+mod admission;
 mod api;
 mod backoff;
 mod client;
@@ -234,8 +235,7 @@ async fn run(config_path: &std::path::Path) -> Result<(), String> {
     let config = config::Config::load(config_path).map_err(|e| e.to_string())?;
     let crls = crl_store::CrlStore::open(&config.state_dir).map_err(|e| e.to_string())?;
     let tls = reload::load_tls(&config, &crls).await?;
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = bind_with_backlog(config.listen, config.link.accept_backlog)
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await
@@ -332,6 +332,21 @@ async fn run(config_path: &std::path::Path) -> Result<(), String> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Binds the peer listener with a bounded accept queue.
+fn bind_with_backlog(
+    addr: std::net::SocketAddr,
+    backlog: u32,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 async fn wait_for_stop_signal() -> Result<(), String> {

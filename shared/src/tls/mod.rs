@@ -48,7 +48,7 @@ use x509_parser::prelude::*;
 pub use trust::{
     not_after, parse_unencrypted_key, NodeTrust, PeerStatus, PeerTrust, ServerIdentity, TrustError,
 };
-pub use verifier::{claimed_peer, identify_client, verify_server};
+pub use verifier::{claimed_peer, identify_client, verify_server, MAX_PRESENTED_INTERMEDIATES};
 
 /// The ALPN protocol id of link protocol version 1.
 pub const ALPN: &[u8] = b"peerlink/1";

@@ -178,3 +178,16 @@ async fn no_dial_without_a_cross_certificate() {
         .unwrap_err();
     assert_eq!(err.reason(), "not_dialable");
 }
+
+#[test]
+fn overlong_presented_chains_are_refused_before_validation() {
+    let (a, b) = (node("a"), node("b"));
+    let trust = trust(&a, &b, PeerStatus::Active);
+    let junk = vec![b.root_der.clone(); MAX_PRESENTED_INTERMEDIATES + 1];
+    let now = ::time::OffsetDateTime::now_utc();
+    let err = identify_client(&trust, &b.gw_cert, &junk, now).unwrap_err();
+    assert_eq!(err.reason, "chain_too_long");
+    let err =
+        verify_server(&trust, &b.signer.identity().node_id, &b.gw_cert, &junk, now).unwrap_err();
+    assert_eq!(err.reason, "chain_too_long");
+}

@@ -55,6 +55,7 @@ pub fn identify_client(
     intermediates: &[Vec<u8>],
     at: ::time::OffsetDateTime,
 ) -> Result<String, Refusal> {
+    too_long(intermediates)?;
     let crls: Vec<Vec<u8>> = trust.crl_der.iter().cloned().collect();
     let chain = validate::validate_chain(
         end_entity,
@@ -153,6 +154,7 @@ pub fn verify_server(
     intermediates: &[Vec<u8>],
     at: ::time::OffsetDateTime,
 ) -> Result<(), Refusal> {
+    too_long(intermediates)?;
     let peer = trust.peers.get(peer_id).ok_or_else(|| Refusal {
         reason: "unknown_peer",
         detail: format!("{peer_id} is not a registered partner"),
@@ -194,6 +196,25 @@ pub fn verify_server(
                 chain.leaf_subject, peer.subject
             ),
             peer: Some(peer_id.to_string()),
+            claims: None,
+        });
+    }
+    Ok(())
+}
+
+/// Most certificates a peer may present besides its leaf. Our chains have one
+/// (the cross-cert) or none; more is refused before any signature is checked.
+pub const MAX_PRESENTED_INTERMEDIATES: usize = 4;
+
+fn too_long(intermediates: &[Vec<u8>]) -> Result<(), Refusal> {
+    if intermediates.len() > MAX_PRESENTED_INTERMEDIATES {
+        return Err(Refusal {
+            reason: "chain_too_long",
+            detail: format!(
+                "{} certificates presented besides the leaf (at most {MAX_PRESENTED_INTERMEDIATES})",
+                intermediates.len()
+            ),
+            peer: None,
             claims: None,
         });
     }
