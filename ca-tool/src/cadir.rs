@@ -3,6 +3,8 @@
 //! ```text
 //! DIR/root-ca.crt                    root certificate (public)
 //! DIR/private/root-ca.key            PKCS#8 encrypted root key (0600, dir 0700)
+//! DIR/private/pkcs11.json            instead of root-ca.key when the key is on a PKCS#11 token:
+//!                                    module, token label, key label and id (no secret)
 //! DIR/ca.db                          issuance database (public)
 //! DIR/crl.pem                        newest CRL (public)
 //! DIR/peers/<id>/bundle.pem          the partner's bundle as received
@@ -15,14 +17,26 @@
 use std::path::{Path, PathBuf};
 
 use shared::cadb::CaDb;
+use shared::hsm::{HsmError, Token, TokenConfig};
 use shared::identity::NodeIdentity;
 use shared::keys::PrivateKey;
 use shared::pemfile::{self, ObjectKind};
 use shared::profiles::RootSigner;
+use zeroize::Zeroizing;
 
 use crate::error::{CliError, CliResult};
+use crate::PassphraseArg;
 
+pub use shared::hsm::CONFIG_FILE as TOKEN_CONFIG;
 pub use shared::layout::{CRL_FILE, PEERS_DIR, PRIVATE_DIR, ROOT_CERT, ROOT_KEY};
+
+/// Where a CA's root key is kept.
+pub enum KeyStore {
+    /// `private/root-ca.key`, encrypted with a passphrase.
+    File(PathBuf),
+    /// On a PKCS#11 token, as `private/pkcs11.json` says.
+    Token(PathBuf, TokenConfig),
+}
 
 /// An existing CA directory.
 pub struct CaDir {
@@ -66,13 +80,62 @@ impl CaDir {
         Ok(CaDb::open(&path, false).await?)
     }
 
-    /// Decrypts the root key with the passphrase and pairs it with the certificate.
-    pub fn signer(&self, passphrase: &[u8]) -> CliResult<RootSigner> {
+    /// Where the root key is: `private/pkcs11.json` means a token, otherwise the key file.
+    pub fn key_store(&self) -> CliResult<KeyStore> {
         let key_path = self.key_path();
-        let pem = shared::fsutil::read(&key_path)?;
-        let key =
-            PrivateKey::from_encrypted_pem(&pem, passphrase, &key_path.display().to_string())?;
-        Ok(RootSigner::new(self.root_der.clone(), &key)?)
+        let token_path = self.token_config_path();
+        if !token_path.exists() {
+            return Ok(KeyStore::File(key_path));
+        }
+        if key_path.exists() {
+            return Err(CliError::new(format!(
+                "{} and {} both exist; a CA has one root key: move the one that is not this CA's away",
+                key_path.display(),
+                token_path.display()
+            )));
+        }
+        let config = TokenConfig::load(&token_path).map_err(token_error)?;
+        Ok(KeyStore::Token(token_path, config))
+    }
+
+    /// Obtains the root key and pairs it with the certificate: decrypts the key file
+    /// with the passphrase, or logs in to the token with its PIN. Both come from
+    /// `--passphrase-file` or the terminal, asked only after every other check.
+    pub fn signer(&self, passphrase: &PassphraseArg) -> CliResult<RootSigner> {
+        match self.key_store()? {
+            KeyStore::File(key_path) => {
+                let pass = crate::passphrase::obtain(passphrase.passphrase_file.as_deref(), false)?;
+                let pem = shared::fsutil::read(&key_path)?;
+                let key =
+                    PrivateKey::from_encrypted_pem(&pem, &pass, &key_path.display().to_string())?;
+                Ok(RootSigner::new(self.root_der.clone(), &key)?)
+            }
+            KeyStore::Token(config_path, config) => {
+                let in_config = |e: HsmError| match e {
+                    HsmError::ModuleMissing(_) | HsmError::Module { .. } => CliError::new(format!(
+                        "{e} (the module path is recorded in {})",
+                        config_path.display()
+                    )),
+                    e => token_error(e),
+                };
+                let key_type = config.key_type().map_err(token_error)?;
+                let key_id = config.key_id_bytes().map_err(token_error)?;
+                let token = Token::open(&config.module, &config.token_label).map_err(in_config)?;
+                let pin = token_pin(&token, passphrase)?;
+                let key = token
+                    .login(pin.as_deref().map(Vec::as_slice), false)
+                    .and_then(|session| {
+                        session.open_key(key_type, &config.key_label, Some(&key_id))
+                    })
+                    .map_err(token_error)?;
+                RootSigner::with_token_key(self.root_der.clone(), key).map_err(|e| {
+                    CliError::new(format!(
+                        "{e} (the key labelled {:?} on token {:?} is not this CA's root key)",
+                        config.key_label, config.token_label
+                    ))
+                })
+            }
+        }
     }
 
     /// Path of the encrypted root key.
@@ -80,8 +143,35 @@ impl CaDir {
         self.dir.join(PRIVATE_DIR).join(ROOT_KEY)
     }
 
+    /// Path of the token reference (present when the root key is on a PKCS#11 token).
+    pub fn token_config_path(&self) -> PathBuf {
+        self.dir.join(PRIVATE_DIR).join(TOKEN_CONFIG)
+    }
+
     /// Directory of one partner.
     pub fn peer_dir(&self, node_id: &str) -> PathBuf {
         shared::layout::peer_dir(&self.dir, node_id)
     }
+}
+
+/// A token error as the operator sees it.
+pub fn token_error(e: HsmError) -> CliError {
+    CliError::new(e.to_string())
+}
+
+/// The token's user PIN: from `--passphrase-file` or the terminal, or `None`
+/// when the token has its own PIN pad and no file was given.
+pub fn token_pin(
+    token: &Token,
+    passphrase: &PassphraseArg,
+) -> CliResult<Option<Zeroizing<Vec<u8>>>> {
+    if token.protected_authentication_path() && passphrase.passphrase_file.is_none() {
+        eprintln!("Enter the PIN of token {:?} on its PIN pad.", token.label());
+        return Ok(None);
+    }
+    let pin = crate::passphrase::obtain_pin(passphrase.passphrase_file.as_deref())?;
+    if pin.is_empty() {
+        return Err(CliError::new("the token PIN is empty; nothing was changed"));
+    }
+    Ok(Some(pin))
 }

@@ -17,8 +17,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// Offline root CA for private mutual-TLS peer links.
 ///
 /// A CA directory holds the root certificate, the passphrase-encrypted root key
-/// under private/, the issuance database and the partners. Everything outside
-/// private/ is public and is what gateway hosts read.
+/// under private/ (or, for a root key on a PKCS#11 token, the reference to it),
+/// the issuance database and the partners. Everything outside private/ is public
+/// and is what gateway hosts read.
 #[derive(Parser, Debug)]
 #[command(name = "ca-tool", version, about, long_about)]
 pub struct Cli {
@@ -29,7 +30,8 @@ pub struct Cli {
 /// Where the passphrase comes from.
 #[derive(clap::Args, Debug, Clone)]
 pub struct PassphraseArg {
-    /// Read the root key passphrase from this file (first line); otherwise ask on the terminal.
+    /// Read the root key passphrase (for a root key on a PKCS#11 token: the token's user PIN)
+    /// from this file (first line); otherwise ask on the terminal.
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
 }
@@ -87,6 +89,16 @@ enum Command {
         /// Validity of the root certificate in days.
         #[arg(long, default_value_t = 3650)]
         days: u32,
+        /// Generate the root key on a PKCS#11 token through this module (shared library,
+        /// e.g. /usr/lib/softhsm/libsofthsm2.so) instead of an encrypted key file.
+        #[arg(long, value_name = "PATH", requires = "token_label")]
+        pkcs11_module: Option<PathBuf>,
+        /// Label of the token to generate the root key on (with --pkcs11-module).
+        #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
+        token_label: Option<String>,
+        /// Label (CKA_LABEL) of the key pair generated on the token [default: peerlink-root].
+        #[arg(long, value_name = "LABEL", requires = "pkcs11_module")]
+        key_label: Option<String>,
         #[command(flatten)]
         passphrase: PassphraseArg,
     },
@@ -276,8 +288,20 @@ async fn run(command: Command) -> error::CliResult {
             node_id,
             key_type,
             days,
+            pkcs11_module,
+            token_label,
+            key_label,
             passphrase,
         } => {
+            let token = match (pkcs11_module, token_label) {
+                (Some(module), Some(token_label)) => Some(init::TokenArgs {
+                    module,
+                    token_label,
+                    key_label: key_label
+                        .unwrap_or_else(|| shared::hsm::DEFAULT_KEY_LABEL.to_string()),
+                }),
+                _ => None,
+            };
             init::run(
                 &dir,
                 &org,
@@ -285,6 +309,7 @@ async fn run(command: Command) -> error::CliResult {
                 node_id.as_deref(),
                 key_type,
                 days,
+                token.as_ref(),
                 &passphrase,
             )
             .await

@@ -1,4 +1,4 @@
-//! Getting the root key's passphrase without ever echoing or logging it.
+//! Getting the root key's passphrase (or a token's PIN) without ever echoing or logging it.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -13,6 +13,22 @@ pub fn obtain(file: Option<&Path>, confirm: bool) -> CliResult<Zeroizing<Vec<u8>
     match file {
         Some(path) => from_file(path),
         None => from_terminal(confirm),
+    }
+}
+
+/// Reads a PKCS#11 token's user PIN from `file` (first line, like a passphrase file) or,
+/// without a file, asks on the terminal without echo.
+pub fn obtain_pin(file: Option<&Path>) -> CliResult<Zeroizing<Vec<u8>>> {
+    match file {
+        Some(path) => from_file(path),
+        None => {
+            let pin = Zeroizing::new(rpassword::prompt_password("Token PIN: ").map_err(|e| {
+                CliError::new(format!(
+                    "cannot ask for the token PIN ({e}); run on a terminal or pass --passphrase-file FILE"
+                ))
+            })?);
+            Ok(Zeroizing::new(pin.as_bytes().to_vec()))
+        }
     }
 }
 

@@ -9,6 +9,7 @@ pub mod bundle;
 pub mod cadb;
 pub mod csr;
 pub mod fsutil;
+pub mod hsm;
 pub mod identity;
 pub mod keys;
 pub mod layout;

@@ -44,10 +44,58 @@ pub enum IssueError {
     /// Bad validity request.
     #[error("invalid validity: {0}")]
     Validity(String),
+    /// The PKCS#11 token failed to sign.
+    #[error(transparent)]
+    Token(#[from] crate::hsm::HsmError),
 }
 
 fn build_err(e: rcgen::Error) -> IssueError {
     IssueError::Build(e.to_string())
+}
+
+/// The root key a [`RootSigner`] signs with: decrypted from the key file, or on a
+/// PKCS#11 token.
+#[derive(Debug)]
+pub enum RootKey {
+    /// A key held in memory (decrypted from `private/root-ca.key`).
+    File(KeyPair),
+    /// A key that never leaves its PKCS#11 token.
+    Token(crate::hsm::TokenKey),
+}
+
+impl RootKey {
+    /// Turns an rcgen error into ours; a token's failure carries its own reason.
+    fn error(&self, e: rcgen::Error) -> IssueError {
+        match self {
+            RootKey::Token(key) => token_error(key, e),
+            RootKey::File(_) => build_err(e),
+        }
+    }
+}
+
+impl rcgen::PublicKeyData for RootKey {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            RootKey::File(k) => k.der_bytes(),
+            RootKey::Token(k) => k.der_bytes(),
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            RootKey::File(k) => k.algorithm(),
+            RootKey::Token(k) => k.algorithm(),
+        }
+    }
+}
+
+impl rcgen::SigningKey for RootKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match self {
+            RootKey::File(k) => k.sign(msg),
+            RootKey::Token(k) => k.sign(msg),
+        }
+    }
 }
 
 /// A fresh random positive serial of 128 bits (at least 64 bits of entropy, RFC 5280 compliant).
@@ -73,6 +121,52 @@ pub fn validity_days(days: u32) -> Result<(OffsetDateTime, OffsetDateTime), Issu
 
 /// Creates the self-signed root CA certificate (pathlen 1, keyCertSign + cRLSign, SKI).
 pub fn issue_root(key: &PrivateKey, name: &NodeName, days: u32) -> Result<Vec<u8>, IssueError> {
+    let signing = key.signing_key()?;
+    issue_root_with(&signing, name, days, build_err)
+}
+
+/// Creates the self-signed root CA certificate with a key on a PKCS#11 token, and
+/// checks the token's self-signature.
+pub fn issue_root_on_token(
+    key: &crate::hsm::TokenKey,
+    name: &NodeName,
+    days: u32,
+) -> Result<Vec<u8>, IssueError> {
+    let der = issue_root_with(key, name, days, |e| token_error(key, e))?;
+    check_self_signature(&der)?;
+    Ok(der)
+}
+
+/// Turns an rcgen error into ours; a token's failure carries its own reason.
+fn token_error(key: &crate::hsm::TokenKey, e: rcgen::Error) -> IssueError {
+    match (&e, key.take_error()) {
+        (rcgen::Error::RemoteKeyError, Some(token_error)) => IssueError::Token(token_error),
+        _ => build_err(e),
+    }
+}
+
+/// Verifies the signature of a self-signed certificate with its own key.
+fn check_self_signature(der: &[u8]) -> Result<(), IssueError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| IssueError::Mismatch(e.to_string()))?;
+    let (spki_alg, key) = crate::signature::split_spki(cert.public_key().raw)
+        .map_err(|e| IssueError::Mismatch(e.to_string()))?;
+    crate::signature::verify(
+        &spki_alg,
+        &key,
+        &crate::signature::algorithm_contents(&cert.signature_algorithm),
+        cert.tbs_certificate.as_ref(),
+        &cert.signature_value.data,
+    )
+    .map_err(|e| IssueError::Mismatch(format!("root self-signature: {e}")))
+}
+
+fn issue_root_with<K: rcgen::SigningKey>(
+    key: &K,
+    name: &NodeName,
+    days: u32,
+    error: impl Fn(rcgen::Error) -> IssueError,
+) -> Result<Vec<u8>, IssueError> {
     let (not_before, not_after) = validity_days(days)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = name.to_rcgen()?;
@@ -82,16 +176,15 @@ pub fn issue_root(key: &PrivateKey, name: &NodeName, days: u32) -> Result<Vec<u8
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     params.key_identifier_method = KeyIdMethod::Sha256;
-    let signing = key.signing_key()?;
-    let cert = params.self_signed(&signing).map_err(build_err)?;
+    let cert = params.self_signed(key).map_err(error)?;
     Ok(cert.der().to_vec())
 }
 
-/// The node's root CA, ready to sign: certificate plus decrypted key.
+/// The node's root CA, ready to sign: certificate plus its key (decrypted, or on a token).
 pub struct RootSigner {
     cert_der: Vec<u8>,
     identity: NodeIdentity,
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, RootKey>,
     key_type: KeyType,
 }
 
@@ -103,14 +196,44 @@ impl RootSigner {
         if key.public_key_der()? != identity.spki_der {
             return Err(IssueError::KeyMismatch(identity.subject));
         }
-        let issuer =
-            Issuer::from_ca_cert_der(&cert_der.as_slice().into(), signing).map_err(build_err)?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), RootKey::File(signing))
+            .map_err(build_err)?;
         Ok(RootSigner {
             cert_der,
             identity,
             issuer,
             key_type: key.key_type(),
         })
+    }
+
+    /// Pairs the root certificate with its key on a PKCS#11 token, checking that
+    /// they belong together.
+    pub fn with_token_key(
+        cert_der: Vec<u8>,
+        key: crate::hsm::TokenKey,
+    ) -> Result<RootSigner, IssueError> {
+        let identity = NodeIdentity::from_root_der(&cert_der)?;
+        if key.spki_der() != identity.spki_der.as_slice() {
+            return Err(IssueError::KeyMismatch(identity.subject));
+        }
+        let key_type = key.key_type();
+        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), RootKey::Token(key))
+            .map_err(build_err)?;
+        Ok(RootSigner {
+            cert_der,
+            identity,
+            issuer,
+            key_type,
+        })
+    }
+
+    /// Whether the key is on a PKCS#11 token.
+    pub fn is_token_key(&self) -> bool {
+        matches!(self.issuer.key(), RootKey::Token(_))
+    }
+
+    fn err(&self, e: rcgen::Error) -> IssueError {
+        self.issuer.key().error(e)
     }
 
     /// The root's identity.
@@ -126,7 +249,7 @@ impl RootSigner {
     /// Signs arbitrary bytes with the root key (bundle node info).
     pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, IssueError> {
         use rcgen::SigningKey;
-        self.issuer.key().sign(message).map_err(build_err)
+        self.issuer.key().sign(message).map_err(|e| self.err(e))
     }
 
     /// The root key's type, which determines the bundle signature algorithm.
@@ -179,7 +302,7 @@ impl RootSigner {
             .map_err(|e| IssueError::Build(format!("partner key: {e}")))?;
         let cert = params
             .signed_by(&public_key, &self.issuer)
-            .map_err(build_err)?;
+            .map_err(|e| self.err(e))?;
         let der = cert.der().to_vec();
         self.check_issued(&der, &partner.subject_der, &partner.spki_der)?;
         Issued::new(der, capped)
@@ -223,7 +346,7 @@ impl RootSigner {
             .map_err(|e| IssueError::Build(format!("CSR key: {e}")))?;
         let cert = params
             .signed_by(&public_key, &self.issuer)
-            .map_err(build_err)?;
+            .map_err(|e| self.err(e))?;
         let der = cert.der().to_vec();
         let (_, parsed) =
             X509Certificate::from_der(&der).map_err(|e| IssueError::Mismatch(e.to_string()))?;
@@ -268,7 +391,7 @@ impl RootSigner {
                 None => KeyIdMethod::Sha256,
             },
         };
-        let crl = params.signed_by(&self.issuer).map_err(build_err)?;
+        let crl = params.signed_by(&self.issuer).map_err(|e| self.err(e))?;
         Ok(crl.der().to_vec())
     }
 

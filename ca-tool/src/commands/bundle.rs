@@ -22,8 +22,7 @@ pub async fn export(
     for e in endpoints {
         bundle::check_endpoint(e)?;
     }
-    let pass = crate::passphrase::obtain(passphrase.passphrase_file.as_deref(), false)?;
-    let signer = ca.signer(&pass)?;
+    let signer = ca.signer(passphrase)?;
     let text = bundle::export(&signer, endpoints, OffsetDateTime::now_utc())?;
     fsutil::write_atomic(out, text.as_bytes(), PUBLIC_FILE_MODE)?;
     println!("Wrote bundle {}", out.display());

@@ -7,15 +7,39 @@ use std::path::{Path, PathBuf};
 
 use shared::cadb::CaDb;
 use shared::fsutil::{self, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, PUBLIC_FILE_MODE};
+use shared::hsm::{self, KeyProtection, Token, TokenKey};
 use shared::identity::{self, NodeIdentity, NodeName};
 use shared::keys::{self, KeyType, PrivateKey};
 use shared::profiles;
 
-use crate::cadir::{PEERS_DIR, PRIVATE_DIR, ROOT_CERT, ROOT_KEY};
+use crate::cadir::{
+    token_error, token_pin, PEERS_DIR, PRIVATE_DIR, ROOT_CERT, ROOT_KEY, TOKEN_CONFIG,
+};
 use crate::error::{CliError, CliResult};
 use crate::{KeyTypeArg, PassphraseArg};
 
+/// Where `init --pkcs11-module` generates the root key.
+#[derive(Debug, Clone)]
+pub struct TokenArgs {
+    /// The PKCS#11 module (shared library).
+    pub module: PathBuf,
+    /// The token's label.
+    pub token_label: String,
+    /// CKA_LABEL of the key pair to generate.
+    pub key_label: String,
+}
+
+/// The root key just made, and what goes into `private/`.
+struct NewRoot {
+    root_der: Vec<u8>,
+    /// File name inside `private/` and its content.
+    private_file: (&'static str, Vec<u8>),
+    /// The key on the token, removed again if the CA cannot be created.
+    token: Option<(TokenKey, KeyProtection)>,
+}
+
 /// Runs `init`.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     dir: &Path,
     org: &str,
@@ -23,6 +47,7 @@ pub async fn run(
     node_id: Option<&str>,
     key_type: KeyTypeArg,
     days: u32,
+    token: Option<&TokenArgs>,
     passphrase: &PassphraseArg,
 ) -> CliResult {
     refuse_existing(dir)?;
@@ -35,9 +60,11 @@ pub async fn run(
     }
     NodeName::new(org, unit, node_id.unwrap_or("placeholder"))?;
     profiles::validity_days(days)?;
-
-    let pass = crate::passphrase::obtain(passphrase.passphrase_file.as_deref(), true)?;
-    keys::check_passphrase(&pass)?;
+    if let Some(t) = token {
+        hsm::check_token_label(&t.token_label).map_err(token_error)?;
+        hsm::check_key_label(&t.key_label).map_err(token_error)?;
+    }
+    let staging = staging_dir(dir)?;
 
     let key_type = match key_type {
         KeyTypeArg::EcdsaP256 => KeyType::EcdsaP256,
@@ -47,6 +74,86 @@ pub async fn run(
         KeyTypeArg::Rsa3072 => KeyType::Rsa3072,
         KeyTypeArg::Rsa4096 => KeyType::Rsa4096,
     };
+    let new_root = match token {
+        None => file_root(org, unit, node_id, key_type, days, passphrase)?,
+        Some(t) => token_root(org, unit, node_id, key_type, days, t, passphrase)?,
+    };
+    let root_der = new_root.root_der;
+    let (private_name, private_bytes) = new_root.private_file;
+
+    let result = match NodeIdentity::from_root_der(&root_der) {
+        Ok(identity) => build(&staging, &root_der, private_name, &private_bytes)
+            .await
+            .and_then(|()| install(&staging, dir))
+            .map(|()| identity),
+        Err(e) => Err(e.into()),
+    };
+    let identity = match result {
+        Ok(identity) => identity,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&staging);
+            let mut message = format!(
+                "cannot create the CA in {}: {}; nothing was created",
+                dir.display(),
+                e.message
+            );
+            if let Some((key, _)) = new_root.token {
+                message.push_str(&remove_from_token(key));
+            }
+            return Err(CliError::new(message));
+        }
+    };
+
+    println!("Created root CA in {}", dir.display());
+    println!("  Subject:      {}", identity.subject);
+    println!("  Node id:      {}", identity.node_id);
+    println!("  Key type:     {}", key_type);
+    if let Some((key, protection)) = &new_root.token {
+        println!(
+            "  Root key:     on PKCS#11 token {:?}, label {:?}, id {}",
+            key.token_label(),
+            key.key_label(),
+            hex::encode(key.key_id())
+        );
+        println!("  Key is:       {protection}");
+    }
+    println!(
+        "  Fingerprint:  SHA-256 {}",
+        identity.fingerprint.phone_form()
+    );
+    println!(
+        "  Valid until:  {}",
+        shared::cadb::rfc3339(identity.not_after)
+    );
+    if new_root.token.is_some() {
+        println!(
+            "The root key never leaves the token; {} only says where it is. Back up {} now, \
+             and keep the token (and any backup the token's vendor provides) safe: \
+             without it this CA cannot sign.",
+            dir.join(PRIVATE_DIR).join(TOKEN_CONFIG).display(),
+            dir.join(shared::cadb::DB_FILE).display()
+        );
+    } else {
+        println!(
+            "Back up {} (encrypted) and {} now; the passphrase cannot be recovered.",
+            dir.join(PRIVATE_DIR).join(ROOT_KEY).display(),
+            dir.join(shared::cadb::DB_FILE).display()
+        );
+    }
+    Ok(())
+}
+
+/// A root key generated here, encrypted with the passphrase, and the root certificate.
+fn file_root(
+    org: &str,
+    unit: &str,
+    node_id: Option<&str>,
+    key_type: KeyType,
+    days: u32,
+    passphrase: &PassphraseArg,
+) -> CliResult<NewRoot> {
+    let pass = crate::passphrase::obtain(passphrase.passphrase_file.as_deref(), true)?;
+    keys::check_passphrase(&pass)?;
     let key = PrivateKey::generate(key_type)?;
     let spki = key.public_key_der()?;
     let node_id = match node_id {
@@ -56,41 +163,88 @@ pub async fn run(
     let name = NodeName::new(org, unit, &node_id)?;
     let root_der = profiles::issue_root(&key, &name, days)?;
     let encrypted = key.to_encrypted_pem(&pass)?;
-    let identity = NodeIdentity::from_root_der(&root_der)?;
+    Ok(NewRoot {
+        root_der,
+        private_file: (ROOT_KEY, encrypted.as_bytes().to_vec()),
+        token: None,
+    })
+}
 
-    let staging = staging_dir(dir)?;
-    let result = build(&staging, &root_der, encrypted.as_bytes()).await;
-    let result = match result {
-        Ok(()) => install(&staging, dir),
-        Err(e) => Err(e),
-    };
-    if let Err(e) = result {
-        let _ = std::fs::remove_dir_all(&staging);
-        return Err(CliError::new(format!(
-            "cannot create the CA in {}: {}; nothing was created",
-            dir.display(),
-            e.message
-        )));
+/// A root key generated on the token, and the root certificate it signed.
+fn token_root(
+    org: &str,
+    unit: &str,
+    node_id: Option<&str>,
+    key_type: KeyType,
+    days: u32,
+    args: &TokenArgs,
+    passphrase: &PassphraseArg,
+) -> CliResult<NewRoot> {
+    // Recorded as an absolute path (symlinks kept: distributions keep those stable),
+    // so that later commands work from any directory.
+    let module = std::path::absolute(&args.module).unwrap_or_else(|_| args.module.clone());
+    // Find the token before asking for its PIN.
+    let token = Token::open(&module, &args.token_label).map_err(token_error)?;
+    let pin = token_pin(&token, passphrase)?;
+    let key = token
+        .login(pin.as_deref().map(Vec::as_slice), true)
+        .and_then(|session| session.generate_key(key_type, &args.key_label))
+        .map_err(|e| match e {
+            // These already say that nothing was changed.
+            hsm::HsmError::WrongPin { .. } | hsm::HsmError::PinLocked { .. } => token_error(e),
+            e => CliError::new(format!("{e}; nothing was created")),
+        })?;
+    match sign_root_on_token(&key, org, unit, node_id, days) {
+        Ok((root_der, protection)) => {
+            let config = key.config();
+            Ok(NewRoot {
+                root_der,
+                private_file: (TOKEN_CONFIG, config.to_json().into_bytes()),
+                token: Some((key, protection)),
+            })
+        }
+        Err(e) => {
+            let mut message = format!("{}; nothing was created", e.message);
+            message.push_str(&remove_from_token(key));
+            Err(CliError::new(message))
+        }
     }
+}
 
-    println!("Created root CA in {}", dir.display());
-    println!("  Subject:      {}", identity.subject);
-    println!("  Node id:      {}", identity.node_id);
-    println!("  Key type:     {}", key_type);
-    println!(
-        "  Fingerprint:  SHA-256 {}",
-        identity.fingerprint.phone_form()
-    );
-    println!(
-        "  Valid until:  {}",
-        shared::cadb::rfc3339(identity.not_after)
-    );
-    println!(
-        "Back up {} (encrypted) and {} now; the passphrase cannot be recovered.",
-        dir.join(PRIVATE_DIR).join(ROOT_KEY).display(),
-        dir.join(shared::cadb::DB_FILE).display()
-    );
-    Ok(())
+fn sign_root_on_token(
+    key: &TokenKey,
+    org: &str,
+    unit: &str,
+    node_id: Option<&str>,
+    days: u32,
+) -> CliResult<(Vec<u8>, KeyProtection)> {
+    let protection = key.protection().map_err(token_error)?;
+    if !protection.is_protected() {
+        return Err(token_error(hsm::HsmError::Unprotected {
+            token_label: key.token_label().into(),
+            reason: protection.to_string(),
+        }));
+    }
+    let node_id = match node_id {
+        Some(id) => id.to_string(),
+        None => identity::node_id_from_spki(key.spki_der()),
+    };
+    let name = NodeName::new(org, unit, &node_id)?;
+    let root_der = profiles::issue_root_on_token(key, &name, days)?;
+    Ok((root_der, protection))
+}
+
+/// Removes a key pair that `init` generated on the token but cannot use, and says
+/// what happened (appended to the error message).
+fn remove_from_token(key: TokenKey) -> String {
+    let (label, id) = (key.key_label().to_string(), hex::encode(key.key_id()));
+    match key.destroy() {
+        Ok(()) => " (the key pair generated on the token was removed again)".into(),
+        Err(e) => format!(
+            " (the key pair generated on the token, label {label:?} id {id}, could not be \
+             removed: {e}; delete it with the token's tools)"
+        ),
+    }
 }
 
 fn refuse_existing(dir: &Path) -> CliResult {
@@ -142,13 +296,18 @@ fn staging_dir(dir: &Path) -> CliResult<PathBuf> {
     Ok(parent.join(format!(".{name}.init-{}", std::process::id())))
 }
 
-async fn build(staging: &Path, root_der: &[u8], encrypted_key: &[u8]) -> CliResult {
+async fn build(
+    staging: &Path,
+    root_der: &[u8],
+    private_name: &str,
+    private_bytes: &[u8],
+) -> CliResult {
     fsutil::create_dir(staging, 0o755)?;
     fsutil::create_dir(&staging.join(PRIVATE_DIR), PRIVATE_DIR_MODE)?;
     fsutil::create_dir(&staging.join(PEERS_DIR), 0o755)?;
     fsutil::write_new(
-        &staging.join(PRIVATE_DIR).join(ROOT_KEY),
-        encrypted_key,
+        &staging.join(PRIVATE_DIR).join(private_name),
+        private_bytes,
         PRIVATE_FILE_MODE,
     )?;
     fsutil::write_new(

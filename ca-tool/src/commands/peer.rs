@@ -118,8 +118,7 @@ pub async fn sign(
     }
     shared::profiles::validity_days(days)?;
 
-    let pass = crate::passphrase::obtain(passphrase.passphrase_file.as_deref(), false)?;
-    let signer = ca.signer(&pass)?;
+    let signer = ca.signer(passphrase)?;
     let issued = signer.issue_cross_cert(&b.identity, days)?;
     let now = OffsetDateTime::now_utc();
     let existing = db.peer(&b.identity.node_id).await?;

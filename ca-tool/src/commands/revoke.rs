@@ -74,8 +74,7 @@ pub async fn revoke(
         (None, None) => return Err(CliError::new("give --serial HEX or --peer NODE_ID")),
     };
 
-    let pass = crate::passphrase::obtain(passphrase.passphrase_file.as_deref(), false)?;
-    let signer = ca.signer(&pass)?;
+    let signer = ca.signer(passphrase)?;
     let now = OffsetDateTime::now_utc();
     db.begin().await?;
     let mut files = FileTransaction::new();
@@ -127,8 +126,7 @@ pub async fn crl(dir: &Path, out: &Path, days: u32, passphrase: &PassphraseArg) 
     let ca = CaDir::open(dir)?;
     let mut db = ca.db().await?;
     shared::profiles::validity_days(days)?;
-    let pass = crate::passphrase::obtain(passphrase.passphrase_file.as_deref(), false)?;
-    let signer = ca.signer(&pass)?;
+    let signer = ca.signer(passphrase)?;
     db.begin().await?;
     let mut files = FileTransaction::new();
     let result = async {

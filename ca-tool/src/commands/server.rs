@@ -35,8 +35,7 @@ pub async fn sign(
         println!("Note: extensions requested in the CSR are ignored; the server profile decides.");
     }
 
-    let pass = crate::passphrase::obtain(passphrase.passphrase_file.as_deref(), false)?;
-    let signer = ca.signer(&pass)?;
+    let signer = ca.signer(passphrase)?;
     let issued = signer.issue_server_cert(&csr, days)?;
     let now = OffsetDateTime::now_utc();
     db.begin().await?;
