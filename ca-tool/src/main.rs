@@ -21,7 +21,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 /// the issuance database and the partners. Everything outside private/ is public
 /// and is what gateway hosts read.
 #[derive(Parser, Debug)]
-#[command(name = "ca-tool", version, about, long_about)]
+#[command(
+    name = "ca-tool",
+    version,
+    about,
+    long_about,
+    after_long_help = "EXAMPLES:\n    ca-tool init --dir ca --org \"My Network\" --unit creditors\n    ca-tool info --dir ca\n    ca-tool export-bundle --dir ca --out me.bundle --endpoint gw.example.org:7443\n    ca-tool show-bundle --bundle partner.bundle\n    ca-tool sign-peer --dir ca --bundle partner.bundle --out partner-cross.crt --expect-fingerprint 'AB12 CD34 ...'\n    ca-tool register-peer --dir ca --bundle partner.bundle --cert me-by-partner.crt\n    ca-tool sign-server --dir ca --csr gateway.csr --out gateway.crt\n    ca-tool revoke --dir ca --peer <node id> --reason key-compromise\n    ca-tool verify --anchor ca/root-ca.crt --untrusted cross.crt --purpose client gateway.crt\n    ca-tool completions bash > /etc/bash_completion.d/ca-tool\n\nFILES:\n    DIR/root-ca.crt, DIR/private/root-ca.key (or DIR/private/pkcs11.json), DIR/ca.db, DIR/crl.pem, DIR/peers/<id>/. See docs/ca-tool.md and docs/operations.md.\n\nEXIT STATUS:\n    0 success; 1 refused or failed, nothing changed; 2 usage error; 3 verify found the chain invalid."
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -69,6 +75,11 @@ pub enum PurposeArg {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
     /// Create a new root CA (refuses to touch an existing one).
     Init {
         /// CA directory to create (must not exist, or be empty).
@@ -259,6 +270,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Completions { shell } = cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(shell, &mut command, "ca-tool", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -281,6 +297,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> error::CliResult {
     use commands::*;
     match command {
+        Command::Completions { .. } => Ok(()),
         Command::Init {
             dir,
             org,

@@ -22,11 +22,26 @@ struct Info {
     not_after: String,
     days_left: i64,
     key_type: String,
+    key_storage: String,
     peers: usize,
     active_peers: usize,
     issued_certificates: usize,
     revoked_certificates: usize,
     warnings: Vec<String>,
+}
+
+/// Where the root key lives, from the files under private/ (no secret is read).
+fn key_storage(dir: &Path) -> String {
+    let private = dir.join(shared::layout::PRIVATE_DIR);
+    if let Ok(text) = std::fs::read_to_string(private.join("pkcs11.json")) {
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+        let token = v["token_label"].as_str().unwrap_or("?");
+        return format!("PKCS#11 token {token:?}");
+    }
+    if private.join(shared::layout::ROOT_KEY).exists() {
+        return "encrypted file (PKCS#8, scrypt + AES-256-CBC)".into();
+    }
+    "missing (restore private/ from backup)".into()
 }
 
 /// Runs `info`.
@@ -58,6 +73,7 @@ pub async fn run(dir: &Path, json: bool) -> CliResult {
         key_type: id
             .key_type
             .map_or("unsupported".into(), |k| k.name().to_string()),
+        key_storage: key_storage(dir),
         peers: peers.len(),
         active_peers: peers.iter().filter(|p| p.status == "active").count(),
         issued_certificates: certs.iter().filter(|c| c.kind != "root").count(),
@@ -83,6 +99,7 @@ pub async fn run(dir: &Path, json: bool) -> CliResult {
     );
     println!("Fingerprint:   SHA-256 {}", info.fingerprint_phone);
     println!("Key type:      {}", info.key_type);
+    println!("Root key:      {}", info.key_storage);
     println!(
         "Valid:         {} to {} ({} days left)",
         info.not_before, info.not_after, info.days_left
