@@ -287,6 +287,26 @@ impl Config {
         if max_outbox_messages < 1 {
             return Err(invalid("max_outbox_messages", "must be at least 1".into()));
         }
+        let l = &raw.link;
+        let rate_ok = l.handshakes_per_source_per_second.is_finite()
+            && l.handshakes_per_source_per_second > 0.0;
+        let burst_ok =
+            l.handshake_burst_per_source.is_finite() && l.handshake_burst_per_source >= 1.0;
+        if !rate_ok || !burst_ok {
+            return Err(invalid(
+                "handshakes_per_source_per_second",
+                "handshakes_per_source_per_second must be positive and handshake_burst_per_source at least 1".into(),
+            ));
+        }
+        for (key, value) in [
+            ("max_handshakes_per_source", l.max_handshakes_per_source),
+            ("max_concurrent_handshakes", l.max_concurrent_handshakes),
+            ("accept_backlog", l.accept_backlog as usize),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, format!("{key} must be at least 1")));
+            }
+        }
         if raw.link.window_frames == 0 || raw.link.window_bytes < max_message_bytes {
             return Err(invalid(
                 "window_bytes",

@@ -15,7 +15,9 @@ use crate::gateway::Gateway;
 /// One certificate and how long it has left.
 #[derive(Debug, Clone, Serialize)]
 pub struct CertExpiry {
-    /// `root`, `server`, `cross` (issued to us by the partner) or `partner_root`.
+    /// `root`, `server`, `crl` (our CRL's nextUpdate: once past, every inbound
+    /// handshake is refused until a fresh CRL is published), `cross` (issued to us
+    /// by the partner) or `partner_root`.
     pub certificate: &'static str,
     /// The partner concerned, for `cross` and `partner_root`.
     pub peer: Option<String>,
@@ -34,6 +36,9 @@ pub fn certificates(tls: &PeerTls, thresholds: &[u32], now: OffsetDateTime) -> V
         ("root", None, trust.identity.not_after),
         ("server", None, tls.identity().not_after),
     ];
+    if let Some(next) = trust.crl_der.as_deref().and_then(crl_next_update) {
+        list.push(("crl", None, next));
+    }
     for p in trust.peers.values() {
         if let Some(t) = p.issued_to_us_not_after {
             list.push(("cross", Some(p.node_id.clone()), t));
@@ -59,6 +64,13 @@ pub fn certificates(tls: &PeerTls, thresholds: &[u32], now: OffsetDateTime) -> V
             }
         })
         .collect()
+}
+
+/// The nextUpdate of a DER CRL.
+fn crl_next_update(der: &[u8]) -> Option<OffsetDateTime> {
+    use x509_parser::prelude::FromDer;
+    let (_, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der).ok()?;
+    crl.next_update().map(|t| t.to_datetime())
 }
 
 /// Logs a warning for each certificate within a threshold: at start, after every

@@ -47,6 +47,8 @@ pub struct PeerHello {
     pub epoch: String,
     /// The largest payload it accepts.
     pub max_payload: u32,
+    /// The epoch of our outbox that we announced on this link.
+    pub our_epoch: String,
 }
 
 fn alert_of(e: &FrameError) -> Option<String> {
@@ -68,13 +70,19 @@ pub async fn exchange_hello<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let epoch = gw
+        .store
+        .current_epoch()
+        .await
+        .map_err(|e| SetupError::Hello(format!("message store unavailable: {e}")))?;
     let hello = Frame::Hello {
         version: PROTOCOL_VERSION,
         node_id: gw.node_id(),
         max_payload: gw.config.link.max_frame_bytes,
         heartbeat_ms: u32::try_from(gw.config.link.heartbeat_ms).unwrap_or(u32::MAX),
-        epoch: gw.store.epoch().to_string(),
+        epoch: epoch.clone(),
     };
+    let our_epoch = epoch;
     framed.send(hello).await.map_err(|e| match alert_of(&e) {
         Some(alert) => SetupError::RejectedByPeer(alert),
         None => SetupError::Hello(format!("cannot send hello: {e}")),
@@ -97,7 +105,11 @@ where
                     "partner's hello names node {node_id}, its certificate names {expected_peer}"
                 )));
             }
-            Ok(PeerHello { epoch, max_payload })
+            Ok(PeerHello {
+                epoch,
+                max_payload,
+                our_epoch: our_epoch.clone(),
+            })
         }
         Some(Ok(Frame::Goodbye { code, reason })) => Err(SetupError::Hello(format!(
             "partner closed the link: {code:?} {reason}"
@@ -153,6 +165,7 @@ where
         gw: gw.clone(),
         peer_id: peer_id.clone(),
         peer_epoch: hello.epoch,
+        our_epoch: hello.our_epoch,
         peer_max_payload: hello.max_payload as usize,
         last_tx: Instant::now(),
         last_activity: Instant::now(),
@@ -193,6 +206,7 @@ struct Link {
     gw: Arc<Gateway>,
     peer_id: String,
     peer_epoch: String,
+    our_epoch: String,
     peer_max_payload: usize,
     last_tx: Instant,
     /// Application activity (anything but heartbeats) keeps an idle-closing link open.
@@ -420,14 +434,31 @@ impl Link {
             Frame::Ack { seq } => {
                 let seq = i64::try_from(seq).map_err(|_| "ack out of range".to_string())?;
                 if seq > self.sent_up_to {
-                    let reason = format!(
-                        "ack {seq} for a message never sent (sent up to {})",
-                        self.sent_up_to
+                    // The partner has stored more of this epoch than we ever sent on
+                    // this link: our store was restored from an older copy. Keep the
+                    // outbox (do not apply the ack), start a new epoch, reconnect:
+                    // the partner then counts afresh and nothing is dropped as a resend.
+                    let new = self
+                        .gw
+                        .store
+                        .rotate_epoch(&self.our_epoch)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    tracing::error!(
+                        peer = %self.peer_id,
+                        acked = seq,
+                        sent_up_to = self.sent_up_to,
+                        old_epoch = %self.our_epoch,
+                        new_epoch = %new,
+                        "the partner acknowledged messages this store never numbered (restored from an older copy?); started a new outbox epoch, messages may be delivered twice"
                     );
                     let _ = framed
-                        .send(Frame::goodbye(GoodbyeCode::ProtocolError, &reason))
+                        .send(Frame::goodbye(
+                            GoodbyeCode::Normal,
+                            "sender restarted its outbox numbering",
+                        ))
                         .await;
-                    return Err(format!("protocol error from partner: {reason}"));
+                    return Err("outbox epoch restarted after an impossible acknowledgement".into());
                 }
                 self.gw
                     .store

@@ -178,7 +178,6 @@ enum Backend {
 /// The gateway's message store.
 pub struct Store {
     backend: Backend,
-    epoch: String,
     /// Duration of write transactions (including the fsync), for /metrics.
     pub commit_latency: crate::metrics::Histogram,
 }
@@ -262,12 +261,11 @@ impl Store {
         } else {
             return Err(bad("use sqlite://PATH or postgres://USER@HOST/DB".into()));
         };
-        let mut store = Store {
+        let store = Store {
             backend,
-            epoch: String::new(),
             commit_latency: crate::metrics::Histogram::default(),
         };
-        store.epoch = store.ensure_epoch().await?;
+        store.ensure_epoch().await?;
         Ok(store)
     }
 
@@ -279,9 +277,36 @@ impl Store {
         }
     }
 
-    /// This store's outbox epoch (sent in Hello).
-    pub fn epoch(&self) -> &str {
-        &self.epoch
+    /// The current outbox epoch (sent in Hello), read from the database since a
+    /// replica sharing the store may have started a new one.
+    pub async fn current_epoch(&self) -> Result<String, StoreError> {
+        on_pool!(self, |pool, q| {
+            let row = sqlx::query(&q("SELECT value FROM meta WHERE key = 'outbox_epoch'"))
+                .fetch_one(pool)
+                .await
+                .map_err(StoreError::from_db)?;
+            Ok(row.try_get::<String, _>(0)?)
+        })
+    }
+
+    /// Starts a new outbox epoch, replacing `old` (no-op if another replica already
+    /// did). Used when a partner has stored more of our messages than this store
+    /// ever numbered: the store was restored from an older copy, and continuing the
+    /// old numbering would make the partner drop new messages as resends.
+    pub async fn rotate_epoch(&self, old: &str) -> Result<String, StoreError> {
+        let new = random_id();
+        on_pool!(self, |pool, q| {
+            sqlx::query(&q(
+                "UPDATE meta SET value = ? WHERE key = 'outbox_epoch' AND value = ?",
+            ))
+            .bind(&new)
+            .bind(old)
+            .execute(pool)
+            .await
+            .map_err(StoreError::from_db)?;
+            Ok::<(), StoreError>(())
+        })?;
+        self.current_epoch().await
     }
 
     async fn ensure_epoch(&self) -> Result<String, StoreError> {
@@ -896,8 +921,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("gw.db").display());
         let first = Store::open(&url).await.unwrap();
-        let epoch = first.epoch().to_string();
+        let epoch = first.current_epoch().await.unwrap();
         first.close().await;
-        assert_eq!(Store::open(&url).await.unwrap().epoch(), epoch);
+        let again = Store::open(&url).await.unwrap();
+        assert_eq!(again.current_epoch().await.unwrap(), epoch);
+        let rotated = again.rotate_epoch(&epoch).await.unwrap();
+        assert_ne!(rotated, epoch);
+        // A stale rotation (another replica already rotated) changes nothing.
+        assert_eq!(again.rotate_epoch(&epoch).await.unwrap(), rotated);
     }
 }

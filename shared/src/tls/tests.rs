@@ -19,7 +19,7 @@ struct Node {
 fn node(unit: &str) -> Node {
     let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
     let id = crate::identity::node_id_from_spki(&key.public_key_der().unwrap());
-    let root_der = issue_root(&key, &NodeName::new("Net", unit, &id).unwrap(), 30).unwrap();
+    let root_der = issue_root(&key, &NodeName::new("Net", unit, &id).unwrap(), 365).unwrap();
     let signer = RootSigner::new(root_der.clone(), &key).unwrap();
     let gw_key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
     let (_, subject) =
@@ -33,7 +33,7 @@ fn node(unit: &str) -> Node {
         .serialize_request(&gw_key.signing_key().unwrap())
         .unwrap();
     let verified = crate::csr::verify_csr(csr.der(), &signer.identity().subject_der).unwrap();
-    let gw_cert = signer.issue_server_cert(&verified, 10).unwrap().der;
+    let gw_cert = signer.issue_server_cert(&verified, 100).unwrap().der;
     Node {
         signer,
         root_der,
@@ -47,7 +47,7 @@ fn trust(me: &Node, partner: &Node, status: PeerStatus) -> Arc<NodeTrust> {
     let partner_id = NodeIdentity::from_root_der(&partner.root_der).unwrap();
     let issued_to_us = partner
         .signer
-        .issue_cross_cert(me.signer.identity(), 10)
+        .issue_cross_cert(me.signer.identity(), 100)
         .unwrap()
         .der;
     let mut peers = BTreeMap::new();
@@ -190,4 +190,49 @@ fn overlong_presented_chains_are_refused_before_validation() {
     let err =
         verify_server(&trust, &b.signer.identity().node_id, &b.gw_cert, &junk, now).unwrap_err();
     assert_eq!(err.reason, "chain_too_long");
+}
+
+#[test]
+fn a_stale_partner_crl_still_revokes_but_does_not_lock_the_partner_out() {
+    let (a, b) = (node("a"), node("b"));
+    let later = ::time::OffsetDateTime::now_utc() + ::time::Duration::days(40);
+    // b's CRL (valid 1 day) is 39 days stale at `later`; it revokes nothing.
+    let mut t = (*trust(&a, &b, PeerStatus::Active)).clone();
+    // a must also have cross-signed b for the inbound chain.
+    let cross = a
+        .signer
+        .issue_cross_cert(b.signer.identity(), 100)
+        .unwrap()
+        .der;
+    let clean = b.signer.issue_crl(1, &[], 1).unwrap();
+    for p in t.peers.values_mut() {
+        p.crl_der = Some(clean.clone());
+    }
+    let trust_clean = Arc::new(t.clone());
+    identify_client(
+        &trust_clean,
+        &b.gw_cert,
+        std::slice::from_ref(&cross),
+        later,
+    )
+    .expect("a stale partner CRL must not refuse the partner");
+    // The same, but the stale CRL lists b's gateway certificate: still revoked.
+    let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&b.gw_cert).unwrap();
+    let revoking = b
+        .signer
+        .issue_crl(
+            2,
+            &[crate::profiles::RevokedEntry {
+                serial: leaf.raw_serial().to_vec(),
+                revoked_at: ::time::OffsetDateTime::now_utc(),
+                reason: None,
+            }],
+            1,
+        )
+        .unwrap();
+    for p in t.peers.values_mut() {
+        p.crl_der = Some(revoking.clone());
+    }
+    let err = identify_client(&Arc::new(t), &b.gw_cert, &[cross], later).unwrap_err();
+    assert_eq!(err.reason, "revoked", "{err}");
 }

@@ -11,7 +11,7 @@ use rustls::{
 };
 use x509_parser::prelude::*;
 
-use super::trust::{NodeTrust, PeerStatus};
+use super::trust::{NodeTrust, PeerStatus, PeerTrust};
 use super::Refusal;
 use crate::validate::{self, names, Purpose, ValidationOptions};
 
@@ -120,26 +120,76 @@ pub fn identify_client(
             claims: None,
         });
     }
-    if let Some(crl) = &peer.crl_der {
-        // The partner's own CRL covers the certificates its root issued (the leaf).
-        validate::validate_chain(
-            end_entity,
-            &ValidationOptions {
-                anchor: &trust.root_der,
-                intermediates,
-                crls: std::slice::from_ref(crl),
-                at,
-                purpose: Purpose::Client,
-            },
-        )
-        .map_err(|e| Refusal {
-            reason: e.kind(),
-            detail: format!("per the CRL partner {} sent us: {e}", peer.node_id),
-            peer: Some(peer.node_id.clone()),
-            claims: None,
-        })?;
-    }
+    partner_crl_check(peer, end_entity)?;
     Ok(peer.node_id.clone())
+}
+
+/// Applies the CRL a partner sent us to a certificate its root issued.
+///
+/// Unlike our own CRL, a partner's CRL that has passed its nextUpdate is still
+/// applied (a revoked certificate stays revoked) but does not fail the chain:
+/// the fresh one can only arrive over a link, so refusing links for staleness
+/// would lock the partner out for good after any outage spanning the date.
+pub fn partner_crl_check(peer: &PeerTrust, leaf_der: &[u8]) -> Result<(), Refusal> {
+    let Some(crl_der) = &peer.crl_der else {
+        return Ok(());
+    };
+    let refuse = |reason: &'static str, detail: String| Refusal {
+        reason,
+        detail,
+        peer: Some(peer.node_id.clone()),
+        claims: None,
+    };
+    let (Ok((_, crl)), Ok((_, leaf)), Ok((_, root))) = (
+        CertificateRevocationList::from_der(crl_der),
+        X509Certificate::from_der(leaf_der),
+        X509Certificate::from_der(&peer.root_der),
+    ) else {
+        return Err(refuse(
+            "malformed",
+            format!("the CRL partner {} sent us does not parse", peer.node_id),
+        ));
+    };
+    if !names::dn_equal(crl.issuer(), root.subject())
+        || !names::dn_equal(leaf.issuer(), root.subject())
+    {
+        return Ok(()); // not about this leaf
+    }
+    let verified = crate::signature::split_spki(root.public_key().raw).and_then(|(alg, key)| {
+        crate::signature::verify(
+            &alg,
+            &key,
+            &crate::signature::algorithm_contents(&crl.signature_algorithm),
+            crl.tbs_cert_list.as_ref(),
+            &crl.signature_value.data,
+        )
+    });
+    if verified.is_err() {
+        return Err(refuse(
+            "crl_bad_signature",
+            format!(
+                "the stored CRL of partner {} does not verify with its root",
+                peer.node_id
+            ),
+        ));
+    }
+    let revoked = crl
+        .iter_revoked_certificates()
+        .find(|r| r.raw_serial() == leaf.raw_serial())
+        .map(|r| r.revocation_date.to_datetime());
+    match revoked {
+        Some(when) => Err(refuse(
+            "revoked",
+            format!(
+                "partner {}'s own CRL revokes its certificate {} (serial {}) since {}",
+                peer.node_id,
+                names::display_dn(leaf.subject()),
+                hex::encode(leaf.raw_serial()),
+                crate::cadb::rfc3339(when)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Verifies the certificate a partner's gateway presents when we dial it.
@@ -161,13 +211,13 @@ pub fn verify_server(
         peer: Some(peer_id.to_string()),
         claims: None,
     })?;
-    let crls: Vec<Vec<u8>> = peer.crl_der.iter().cloned().collect();
+    partner_crl_check(peer, end_entity)?;
     let chain = validate::validate_chain(
         end_entity,
         &ValidationOptions {
             anchor: &peer.root_der,
             intermediates,
-            crls: &crls,
+            crls: &[],
             at,
             purpose: Purpose::Server,
         },
