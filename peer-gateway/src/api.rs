@@ -95,7 +95,12 @@ async fn authorize(State(gw): State<Arc<Gateway>>, request: Request, next: Next)
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then_some(token.trim())
+            });
         let ok = presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()));
         if !ok {
             return error(
@@ -371,7 +376,16 @@ async fn inbox(State(api): State<Api>, Query(q): Query<InboxQuery>) -> Response 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AckRequest {
-    ids: Vec<String>,
+    ids: Vec<AckId>,
+}
+
+/// An acknowledged message: its id, or `{"from": ..., "id": ...}` (needed when two
+/// partners used the same id).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum AckId {
+    Bare(String),
+    Qualified { from: String, id: String },
 }
 
 async fn ack(State(api): State<Api>, body: Bytes) -> Response {
@@ -385,8 +399,25 @@ async fn ack(State(api): State<Api>, body: Bytes) -> Response {
             format!("at most {MAX_INBOX_PAGE} ids per request"),
         );
     }
-    match api.gw.store.ack_inbox(&request.ids).await {
-        Ok(n) => Json(json!({ "acknowledged": n })).into_response(),
+    let acks: Vec<(Option<String>, String)> = request
+        .ids
+        .into_iter()
+        .map(|a| match a {
+            AckId::Bare(id) => (None, id),
+            AckId::Qualified { from, id } => (Some(from), id),
+        })
+        .collect();
+    match api.gw.store.ack_inbox(&acks).await {
+        Ok((n, ambiguous)) if ambiguous.is_empty() => Json(json!({ "acknowledged": n })).into_response(),
+        Ok((n, ambiguous)) => (
+            StatusCode::CONFLICT,
+            Json(json!({
+                "acknowledged": n,
+                "ambiguous": ambiguous,
+                "error": "several partners sent these ids; acknowledge them as {\"from\": ..., \"id\": ...}",
+            })),
+        )
+            .into_response(),
         Err(e) => store_error(&e),
     }
 }

@@ -225,7 +225,10 @@ pub async fn recv(
         }
     }
     if ack && !messages.is_empty() {
-        let ids: Vec<&str> = messages.iter().filter_map(|m| m["id"].as_str()).collect();
+        let ids: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| serde_json::json!({ "from": m["from"], "id": m["id"] }))
+            .collect();
         let body =
             serde_json::to_vec(&serde_json::json!({ "ids": ids })).map_err(|e| e.to_string())?;
         let mut headers = headers;

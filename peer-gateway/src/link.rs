@@ -434,6 +434,20 @@ impl Link {
             Frame::Ack { seq } => {
                 let seq = i64::try_from(seq).map_err(|_| "ack out of range".to_string())?;
                 if seq > self.sent_up_to {
+                    let assigned = self
+                        .gw
+                        .store
+                        .max_assigned_seq(&self.peer_id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if seq <= assigned {
+                        // Stored on an earlier link whose ack we lost (e.g. a crash
+                        // between the partner's commit and our processing of its
+                        // ack): the partner has them, so they are delivered.
+                        self.sent_up_to = seq;
+                    }
+                }
+                if seq > self.sent_up_to {
                     // The partner has stored more of this epoch than we ever sent on
                     // this link: our store was restored from an older copy. Keep the
                     // outbox (do not apply the ack), start a new epoch, reconnect:

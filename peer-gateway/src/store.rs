@@ -337,7 +337,7 @@ impl Store {
         let now = now_ms();
         on_pool!(self, |pool, q| {
             let mut tx = pool.begin_write().await.map_err(StoreError::from_db)?;
-            let mut out = Vec::with_capacity(batch.len());
+            let mut out: Vec<Accepted> = Vec::with_capacity(batch.len());
             for m in batch {
                 let id = m.message_id.clone().unwrap_or_else(random_id);
                 let known = sqlx::query(&q(
@@ -348,11 +348,12 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(StoreError::from_db)?;
-                if known.is_some()
-                    || out
+                let earlier_in_batch = m.message_id.is_some()
+                    && batch
                         .iter()
-                        .any(|a: &Accepted| a.id() == id && m.message_id.is_some())
-                {
+                        .zip(&out)
+                        .any(|(prev, a)| prev.peer_id == m.peer_id && a.id() == id);
+                if known.is_some() || earlier_in_batch {
                     out.push(Accepted::Duplicate(id));
                     continue;
                 }
@@ -609,20 +610,67 @@ impl Store {
     }
 
     /// Removes acknowledged inbox messages; returns how many were removed.
-    pub async fn ack_inbox(&self, ids: &[String]) -> Result<u64, StoreError> {
+    /// Removes acknowledged inbox messages. Each entry is (sender, id), or just an id;
+    /// a bare id is removed only when exactly one sender used it, since two partners
+    /// may pick the same id: ambiguous bare ids are returned and nothing is removed
+    /// for them. Returns (removed, ambiguous ids).
+    pub async fn ack_inbox(
+        &self,
+        acks: &[(Option<String>, String)],
+    ) -> Result<(u64, Vec<String>), StoreError> {
         on_pool!(self, |pool, q| {
             let mut tx = pool.begin_write().await.map_err(StoreError::from_db)?;
             let mut removed = 0;
-            for id in ids {
-                removed += sqlx::query(&q("DELETE FROM inbox WHERE message_id = ?"))
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(StoreError::from_db)?
-                    .rows_affected();
+            let mut ambiguous = Vec::new();
+            for (from, id) in acks {
+                let result = match from {
+                    Some(from) => {
+                        sqlx::query(&q(
+                            "DELETE FROM inbox WHERE from_peer = ? AND message_id = ?",
+                        ))
+                        .bind(from)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                    }
+                    None => {
+                        let row =
+                            sqlx::query(&q("SELECT COUNT(*) FROM inbox WHERE message_id = ?"))
+                                .bind(id)
+                                .fetch_one(&mut *tx)
+                                .await
+                                .map_err(StoreError::from_db)?;
+                        if row.try_get::<i64, _>(0)? > 1 {
+                            ambiguous.push(id.clone());
+                            continue;
+                        }
+                        sqlx::query(&q("DELETE FROM inbox WHERE message_id = ?"))
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await
+                    }
+                };
+                removed += result.map_err(StoreError::from_db)?.rows_affected();
             }
             tx.commit().await.map_err(StoreError::from_db)?;
-            Ok(removed)
+            Ok((removed, ambiguous))
+        })
+    }
+
+    /// The highest sequence number ever assigned to a message for `peer`.
+    pub async fn max_assigned_seq(&self, peer: &str) -> Result<i64, StoreError> {
+        on_pool!(self, |pool, q| {
+            let row = sqlx::query(&q(
+                "SELECT next_seq - 1 FROM outbox_state WHERE peer_id = ?",
+            ))
+            .bind(peer)
+            .fetch_optional(pool)
+            .await
+            .map_err(StoreError::from_db)?;
+            Ok(match row {
+                Some(r) => r.try_get(0)?,
+                None => 0,
+            })
         })
     }
 
@@ -897,10 +945,14 @@ mod tests {
             assert_eq!(store.inbox_depth().await.unwrap(), 4);
             assert_eq!(
                 store
-                    .ack_inbox(&["x1".into(), "x2".into(), "nope".into()])
+                    .ack_inbox(&[
+                        (None, "x1".into()),
+                        (Some("a".into()), "x2".into()),
+                        (None, "nope".into())
+                    ])
                     .await
                     .unwrap(),
-                2
+                (2, vec![])
             );
             assert_eq!(store.inbox(10).await.unwrap()[0].message_id, "x3", "{kind}");
             // Acked messages resent again are still not duplicated.
@@ -912,6 +964,60 @@ mod tests {
                 (3, 0)
             );
             assert_eq!(store.inbox_depth().await.unwrap(), 2);
+            store.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn same_id_from_two_peers_needs_the_sender_to_ack() {
+        for (store, _dir) in stores().await {
+            store
+                .store_inbound("b", "e", &[wire(1, "same")])
+                .await
+                .unwrap();
+            store
+                .store_inbound("c", "e", &[wire(1, "same")])
+                .await
+                .unwrap();
+            // A bare id is ambiguous: nothing is removed.
+            assert_eq!(
+                store.ack_inbox(&[(None, "same".into())]).await.unwrap(),
+                (0, vec!["same".to_string()])
+            );
+            assert_eq!(store.inbox_depth().await.unwrap(), 2);
+            assert_eq!(
+                store
+                    .ack_inbox(&[(Some("b".into()), "same".into())])
+                    .await
+                    .unwrap(),
+                (1, vec![])
+            );
+            assert_eq!(store.inbox(10).await.unwrap()[0].from_peer, "c");
+            store.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn one_id_sent_to_two_peers_in_one_batch_is_two_messages() {
+        for (store, _dir) in stores().await {
+            let r = store
+                .enqueue(&[
+                    msg("b", Some("shared"), "x"),
+                    msg("c", Some("shared"), "y"),
+                    msg("b", Some("shared"), "z"),
+                ])
+                .await
+                .unwrap();
+            assert_eq!(
+                r,
+                vec![
+                    Accepted::Stored("shared".into()),
+                    Accepted::Stored("shared".into()),
+                    Accepted::Duplicate("shared".into())
+                ]
+            );
+            assert_eq!(store.outbox_stats("c").await.unwrap().depth, 1);
+            assert_eq!(store.max_assigned_seq("b").await.unwrap(), 1);
             store.close().await;
         }
     }

@@ -817,3 +817,4 @@ mod tests {
 }
 
 pub mod gateway;
+pub mod messaging;
