@@ -138,6 +138,33 @@ impl CaDir {
         }
     }
 
+    /// Refuses an output path inside the CA directory (resolving symlinks): `--out
+    /// ca/root-ca.crt` would otherwise replace the CA's own files. Also refuses a
+    /// directory as output.
+    pub fn check_output(&self, out: &Path) -> CliResult {
+        if out.is_dir() {
+            return Err(CliError::new(format!(
+                "--out {} is a directory; give a file name",
+                out.display()
+            )));
+        }
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let (Ok(parent), Ok(ca)) = (parent.canonicalize(), self.dir.canonicalize()) else {
+            return Ok(()); // a missing parent fails later with its own clear error
+        };
+        if parent.starts_with(&ca) {
+            return Err(CliError::new(format!(
+                "refusing to write {} inside the CA directory {}: it would replace the CA's own files; write it elsewhere",
+                out.display(),
+                self.dir.display()
+            )));
+        }
+        Ok(())
+    }
+
     /// Path of the encrypted root key.
     pub fn key_path(&self) -> PathBuf {
         self.dir.join(PRIVATE_DIR).join(ROOT_KEY)

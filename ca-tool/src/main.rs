@@ -268,7 +268,17 @@ enum Command {
     },
 }
 
+/// Lets a closed stdout (`ca-tool list | head -1`) end the process quietly, as
+/// other command-line tools do, instead of a panic on the failed write.
+fn default_sigpipe() {
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     let cli = Cli::parse();
     if let Command::Completions { shell } = cli.command {
         let mut command = <Cli as clap::CommandFactory>::command();

@@ -49,6 +49,12 @@ fn from_file(path: &Path) -> CliResult<Zeroizing<Vec<u8>>> {
     if line.last() == Some(&b'\r') {
         line = &line[..line.len() - 1];
     }
+    if line.is_empty() {
+        return Err(CliError::new(format!(
+            "the passphrase is empty: the first line of {} is empty; nothing was changed",
+            path.display()
+        )));
+    }
     Ok(Zeroizing::new(line.to_vec()))
 }
 

@@ -69,8 +69,51 @@ pub fn router(gw: Arc<Gateway>, committer: Committer) -> Router {
             post(ack).layer(DefaultBodyLimit::max(4 * 1024 * 1024)),
         )
         .route("/v1/peers/{id}", get(peer))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see docs/messaging.md",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
+        })
         .layer(middleware::from_fn_with_state(gw, authorize))
+        .layer(middleware::from_fn(json_errors))
         .with_state(api)
+}
+
+/// Turns the framework's plain-text rejections (body too large, bad query
+/// string, bad header) into the API's JSON error shape, keeping the status.
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let retry_after = response.headers().get(header::RETRY_AFTER).cloned();
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut r = error(status, message);
+    if let Some(v) = retry_after {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {

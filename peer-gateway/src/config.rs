@@ -257,7 +257,7 @@ impl Config {
             None => None,
             Some(p) => {
                 let path = resolve(p);
-                let text = std::fs::read_to_string(&path).map_err(|e| {
+                let text = read_token_file(&path).map_err(|e| {
                     invalid(
                         "api_token_file",
                         format!("cannot read {}: {e}", path.display()),
@@ -390,6 +390,30 @@ impl Config {
     }
 }
 
+/// Largest `api_token_file` accepted: a token is one line.
+pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
+
+/// Reads the API token file: a regular file of at most
+/// [`MAX_TOKEN_FILE_BYTES`], so that a mistyped path (`/dev/zero`, a FIFO, a
+/// log file) fails at once instead of hanging or exhausting memory.
+fn read_token_file(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error, ErrorKind, Read};
+    if !std::fs::metadata(path)?.is_file() {
+        return Err(Error::new(ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_TOKEN_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_TOKEN_FILE_BYTES {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("larger than {MAX_TOKEN_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(text)
+}
+
 /// The 1-based line on which `key` is assigned, for error messages.
 fn line_of(text: &str, key: &str) -> Option<usize> {
     text.lines()
@@ -444,6 +468,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("node_dir"), "{err}");
+    }
+
+    /// Found by fuzzing (config_parser): `api_token_file = "/dev/zero"` made
+    /// `Config::parse` read until memory ran out.
+    #[test]
+    fn token_file_must_be_a_small_regular_file() {
+        let dev_zero = format!("{MINIMAL}api_token_file = \"/dev/zero\"\n");
+        let err = Config::parse(&dev_zero, Path::new("/tmp/g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("api_token_file") && err.contains("not a regular file"),
+            "{err}"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.token");
+        std::fs::write(&big, "x".repeat(MAX_TOKEN_FILE_BYTES as usize + 1)).unwrap();
+        let text = format!("{MINIMAL}api_token_file = \"big.token\"\n");
+        let err = Config::parse(&text, &dir.path().join("g.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("larger than"), "{err}");
+
+        let ok = dir.path().join("ok.token");
+        std::fs::write(&ok, "0123456789abcdef0123\n").unwrap();
+        let text = format!("{MINIMAL}api_token_file = \"ok.token\"\n");
+        let c = Config::parse(&text, &dir.path().join("g.toml")).unwrap();
+        assert_eq!(c.api_token.as_deref(), Some("0123456789abcdef0123"));
     }
 
     #[test]

@@ -72,7 +72,7 @@ where
 {
     let epoch = gw
         .store
-        .current_epoch()
+        .current_epoch(expected_peer)
         .await
         .map_err(|e| SetupError::Hello(format!("message store unavailable: {e}")))?;
     let hello = Frame::Hello {
@@ -455,7 +455,7 @@ impl Link {
                     let new = self
                         .gw
                         .store
-                        .rotate_epoch(&self.our_epoch)
+                        .rotate_epoch(&self.peer_id, &self.our_epoch)
                         .await
                         .map_err(|e| e.to_string())?;
                     tracing::error!(
@@ -472,7 +472,9 @@ impl Link {
                             "sender restarted its outbox numbering",
                         ))
                         .await;
-                    return Err("outbox epoch restarted after an impossible acknowledgement".into());
+                    return Err(
+                        "restarted its outbox numbering after an impossible acknowledgement".into(),
+                    );
                 }
                 self.gw
                     .store

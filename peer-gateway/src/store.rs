@@ -22,6 +22,9 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, Row, SqlitePool};
 
+/// Deduplication counters kept per peer (one per outbox epoch it announced).
+const MAX_EPOCHS_PER_PEER: i64 = 8;
+
 /// How long idempotency keys are remembered after a message was accepted.
 pub const SENT_ID_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -277,36 +280,44 @@ impl Store {
         }
     }
 
-    /// The current outbox epoch (sent in Hello), read from the database since a
-    /// replica sharing the store may have started a new one.
-    pub async fn current_epoch(&self) -> Result<String, StoreError> {
+    /// The current outbox epoch towards `peer` (sent in Hello): the store-wide one,
+    /// unless a new one was started for that peer. Read from the database at each
+    /// Hello, since a replica sharing the store may have started a new one.
+    pub async fn current_epoch(&self, peer: &str) -> Result<String, StoreError> {
         on_pool!(self, |pool, q| {
-            let row = sqlx::query(&q("SELECT value FROM meta WHERE key = 'outbox_epoch'"))
-                .fetch_one(pool)
-                .await
-                .map_err(StoreError::from_db)?;
+            let row = sqlx::query(&q(
+                "SELECT value FROM meta WHERE key IN (?, 'outbox_epoch') ORDER BY CASE WHEN key = 'outbox_epoch' THEN 1 ELSE 0 END LIMIT 1",
+            ))
+            .bind(format!("outbox_epoch:{peer}"))
+            .fetch_one(pool)
+            .await
+            .map_err(StoreError::from_db)?;
             Ok(row.try_get::<String, _>(0)?)
         })
     }
 
-    /// Starts a new outbox epoch, replacing `old` (no-op if another replica already
-    /// did). Used when a partner has stored more of our messages than this store
-    /// ever numbered: the store was restored from an older copy, and continuing the
-    /// old numbering would make the partner drop new messages as resends.
-    pub async fn rotate_epoch(&self, old: &str) -> Result<String, StoreError> {
+    /// Starts a new outbox epoch towards `peer`, replacing `old` (no-op if another
+    /// replica already did). Used when the peer has stored more of our messages than
+    /// this store ever numbered for it: the store was restored from an older copy,
+    /// and continuing the old numbering would make the peer drop new messages as
+    /// resends. Scoped to that peer, so a misbehaving peer only affects itself.
+    pub async fn rotate_epoch(&self, peer: &str, old: &str) -> Result<String, StoreError> {
+        if self.current_epoch(peer).await? != old {
+            return self.current_epoch(peer).await;
+        }
         let new = random_id();
         on_pool!(self, |pool, q| {
             sqlx::query(&q(
-                "UPDATE meta SET value = ? WHERE key = 'outbox_epoch' AND value = ?",
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             ))
+            .bind(format!("outbox_epoch:{peer}"))
             .bind(&new)
-            .bind(old)
             .execute(pool)
             .await
             .map_err(StoreError::from_db)?;
             Ok::<(), StoreError>(())
         })?;
-        self.current_epoch().await
+        self.current_epoch(peer).await
     }
 
     async fn ensure_epoch(&self) -> Result<String, StoreError> {
@@ -572,6 +583,19 @@ impl Store {
                     .await
                     .map_err(StoreError::from_db)?;
                 last = m.seq;
+            }
+            if before == 0 && last != 0 {
+                // A new epoch of this peer. A peer resends under its newest numbering
+                // only, so a few older counters suffice; beyond that they are dropped,
+                // so a peer cannot grow the table by announcing ever new epochs.
+                sqlx::query(&q("DELETE FROM inbound_state WHERE from_peer = ? AND epoch <> ? AND (SELECT COUNT(*) FROM inbound_state WHERE from_peer = ?) > ?"))
+                    .bind(peer)
+                    .bind(epoch)
+                    .bind(peer)
+                    .bind(MAX_EPOCHS_PER_PEER)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_db)?;
             }
             if last != before {
                 sqlx::query(&q("INSERT INTO inbound_state (from_peer, epoch, last_seq) VALUES (?, ?, ?) ON CONFLICT (from_peer, epoch) DO UPDATE SET last_seq = excluded.last_seq"))
@@ -1023,17 +1047,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_peer_cannot_grow_the_dedup_table_with_new_epochs() {
+        for (store, _dir) in stores().await {
+            for e in 0..20 {
+                store
+                    .store_inbound("p", &format!("e{e}"), &[wire(1, &format!("m{e}"))])
+                    .await
+                    .unwrap();
+            }
+            let rows: i64 = on_pool!(store, |pool, q| {
+                let row = sqlx::query(&q(
+                    "SELECT COUNT(*) FROM inbound_state WHERE from_peer = 'p'",
+                ))
+                .fetch_one(pool)
+                .await
+                .unwrap();
+                row.try_get::<i64, _>(0).unwrap()
+            });
+            assert!(rows <= MAX_EPOCHS_PER_PEER + 1, "{rows} counters kept");
+            store.close().await;
+        }
+    }
+
+    #[tokio::test]
     async fn epoch_survives_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("gw.db").display());
         let first = Store::open(&url).await.unwrap();
-        let epoch = first.current_epoch().await.unwrap();
+        let epoch = first.current_epoch("b").await.unwrap();
         first.close().await;
         let again = Store::open(&url).await.unwrap();
-        assert_eq!(again.current_epoch().await.unwrap(), epoch);
-        let rotated = again.rotate_epoch(&epoch).await.unwrap();
+        assert_eq!(again.current_epoch("b").await.unwrap(), epoch);
+        let rotated = again.rotate_epoch("b", &epoch).await.unwrap();
         assert_ne!(rotated, epoch);
         // A stale rotation (another replica already rotated) changes nothing.
-        assert_eq!(again.rotate_epoch(&epoch).await.unwrap(), rotated);
+        assert_eq!(again.rotate_epoch("b", &epoch).await.unwrap(), rotated);
+        // Only towards that peer.
+        assert_eq!(again.current_epoch("c").await.unwrap(), epoch);
     }
 }

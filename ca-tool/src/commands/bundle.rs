@@ -19,6 +19,7 @@ pub async fn export(
     passphrase: &PassphraseArg,
 ) -> CliResult {
     let ca = CaDir::open(dir)?;
+    ca.check_output(out)?;
     for e in endpoints {
         bundle::check_endpoint(e)?;
     }

@@ -87,6 +87,7 @@ pub async fn sign(
     passphrase: &PassphraseArg,
 ) -> CliResult {
     let ca = CaDir::open(dir)?;
+    ca.check_output(out)?;
     let mut db = ca.db().await?;
     let (bundle_bytes, b) = partner_bundle(&ca, &mut db, bundle_path).await?;
     if let Some(known) = db.peer(&b.identity.node_id).await? {

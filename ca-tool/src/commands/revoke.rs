@@ -37,6 +37,12 @@ pub async fn revoke(
     // Work out what to revoke before asking for the passphrase.
     let (serials, peer_id) = match (serial, peer) {
         (Some(serial), _) => {
+            let digits = serial.trim_start_matches("0x").replace(':', "");
+            if digits.is_empty() || !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+                return Err(CliError::new(format!(
+                    "--serial {serial:?} is not a hexadecimal serial number (e.g. 6b310c3b... as ca-tool list prints it)"
+                )));
+            }
             let cert = db.certificate(serial).await?.ok_or_else(|| {
                 CliError::new(format!(
                     "no certificate with serial {serial} was issued by this CA (see ca-tool list)"
@@ -124,6 +130,7 @@ pub async fn revoke(
 /// Runs `crl`: signs a CRL with the next number, writes it to `out` and `DIR/crl.pem`.
 pub async fn crl(dir: &Path, out: &Path, days: u32, passphrase: &PassphraseArg) -> CliResult {
     let ca = CaDir::open(dir)?;
+    ca.check_output(out)?;
     let mut db = ca.db().await?;
     shared::profiles::validity_days(days)?;
     let signer = ca.signer(passphrase)?;

@@ -20,6 +20,7 @@ pub async fn sign(
     passphrase: &PassphraseArg,
 ) -> CliResult {
     let ca = CaDir::open(dir)?;
+    ca.check_output(out)?;
     let mut db = ca.db().await?;
     let csr_der = pemfile::load_one(csr_path, ObjectKind::Csr)?;
     let csr = shared::csr::verify_csr(&csr_der, &ca.identity.subject_der)
