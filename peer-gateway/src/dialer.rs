@@ -129,9 +129,15 @@ pub async fn supervise(gw: Arc<Gateway>, peer_id: String) {
                     backoff.reset();
                 }
                 if up_for.is_some() && !gw.shutdown.is_cancelled() && !gw.is_idle(&peer_id) {
-                    // The link just dropped: first retry after a short delay.
+                    // The link just dropped: retry after the backoff delay. Not woken
+                    // early: registering and ending the link left a stored wake-up,
+                    // which would make a link the partner closes at once (e.g. as a
+                    // duplicate) redial in a tight loop.
                     let delay = backoff.next_delay();
-                    sleep_or_wake(&gw, &wake, delay).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = gw.shutdown.cancelled() => {}
+                    }
                 }
             }
             Err((error, refusal)) => {

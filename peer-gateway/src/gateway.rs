@@ -64,6 +64,17 @@ pub struct LinkHandle {
     pub commands: mpsc::Sender<LinkCommand>,
     /// The certificate chain the partner presented (leaf first), re-checked on reload.
     pub peer_chain: Vec<Vec<u8>>,
+    /// When the link last received anything; a link silent for longer than
+    /// 1.6 heartbeat intervals loses the tie-break to a fresh one (its far end is
+    /// probably gone, e.g. a replica that froze without closing its sockets).
+    pub last_rx: Arc<Mutex<Instant>>,
+}
+
+impl LinkHandle {
+    /// How long since the link last received anything.
+    pub fn silent_for(&self) -> Duration {
+        lock(&self.last_rx).elapsed()
+    }
 }
 
 /// Status of one partner.
@@ -299,8 +310,20 @@ impl Gateway {
             return false;
         };
         if let Some(existing) = &entry.link {
-            match tiebreak::resolve(&local, peer_id, existing.direction, handle.direction) {
+            let stale = existing.silent_for() > self.config.link.heartbeat() * 8 / 5;
+            let keep = if stale {
+                Keep::New
+            } else {
+                tiebreak::resolve(&local, peer_id, existing.direction, handle.direction)
+            };
+            match keep {
                 Keep::Existing => return false,
+                Keep::New if stale => {
+                    let _ = existing.commands.try_send(LinkCommand::Close(
+                        GoodbyeCode::HeartbeatTimeout,
+                        "replaced by a new link: nothing received on this one".into(),
+                    ));
+                }
                 Keep::New => {
                     let _ = existing.commands.try_send(LinkCommand::Close(
                         GoodbyeCode::DuplicateLink,

@@ -141,12 +141,14 @@ where
 {
     let (tx, mut commands) = mpsc::channel(16);
     let link_id = gw.next_link_id();
+    let last_rx = Arc::new(std::sync::Mutex::new(Instant::now()));
     let handle = LinkHandle {
         id: link_id,
         direction,
         since: Instant::now(),
         commands: tx,
         peer_chain,
+        last_rx: last_rx.clone(),
     };
     if !gw.register_link(&peer_id, handle) {
         tracing::info!(peer = %peer_id, ?direction, "closing duplicate link (tie-break keeps the other one)");
@@ -164,6 +166,7 @@ where
     let mut link = Link {
         gw: gw.clone(),
         peer_id: peer_id.clone(),
+        last_rx_shared: last_rx,
         peer_epoch: hello.epoch,
         our_epoch: hello.our_epoch,
         peer_max_payload: hello.max_payload as usize,
@@ -205,6 +208,7 @@ enum End {
 struct Link {
     gw: Arc<Gateway>,
     peer_id: String,
+    last_rx_shared: Arc<std::sync::Mutex<Instant>>,
     peer_epoch: String,
     our_epoch: String,
     peer_max_payload: usize,
@@ -238,7 +242,9 @@ impl Link {
             ms => Some(Duration::from_millis(ms)),
         };
         let mut last_rx = Instant::now();
-        let mut tick = tokio::time::interval(heartbeat / 2);
+        // A quarter heartbeat: pings leave at most 1.25 intervals after the last
+        // frame sent, which keeps the stale-link rule (1.6 intervals) safe.
+        let mut tick = tokio::time::interval(heartbeat / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let outbox = gw.outbox_waker(&self.peer_id);
 
@@ -256,6 +262,7 @@ impl Link {
             tokio::select! {
                 frame = framed.next() => {
                     last_rx = Instant::now();
+                    *self.last_rx_shared.lock().unwrap_or_else(|p| p.into_inner()) = last_rx;
                     let first = match frame {
                         None => return Err("connection closed by the partner without goodbye".into()),
                         Some(Err(e)) => return Err(self.protocol_error(framed, e).await),

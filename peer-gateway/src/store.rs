@@ -339,7 +339,18 @@ impl Store {
     /// Stores a batch of messages atomically (all or none), assigning sequence numbers.
     pub async fn enqueue(&self, batch: &[NewMessage]) -> Result<Vec<Accepted>, StoreError> {
         let started = std::time::Instant::now();
-        let result = self.enqueue_inner(batch).await;
+        let mut result = self.enqueue_inner(batch).await;
+        // Replicas sharing PostgreSQL may accept the same Message-Id at the same
+        // moment: the loser's insert hits the unique key. Retrying sees the winner's
+        // committed row and answers "duplicate", as for any other retry.
+        for _ in 0..3 {
+            match &result {
+                Err(StoreError::Db(sqlx::Error::Database(db))) if db.is_unique_violation() => {
+                    result = self.enqueue_inner(batch).await;
+                }
+                _ => break,
+            }
+        }
         self.commit_latency.observe(started.elapsed());
         result
     }

@@ -1,0 +1,1649 @@
+//! End-to-end test of gateway scale-out on PostgreSQL: node a runs two
+//! `peer-gateway` replicas (a1, a2) sharing one fresh PostgreSQL database (same
+//! node directory, server certificate and key; own ports and state directories),
+//! node b runs one gateway (SQLite) that knows both replicas' endpoints.
+//!
+//! - at start, b's link to a is owned by exactly one replica (`connected`), the
+//!   other shows `standby`, and the lease row in `link_leases` names the owner;
+//! - under traffic both ways (a -> b submitted alternately through both replicas'
+//!   APIs, a's inbox read alternately through both), the owning replica is killed
+//!   -9: the other must show b `connected` within 10 seconds (measured, printed);
+//! - the killed replica is restarted: it comes back as `standby` and the link
+//!   stays where it is (checked over a window longer than the lease);
+//! - at no sampled moment do both replicas report b `connected`, and the link
+//!   owner changes exactly once (at the kill);
+//! - at the end every message arrived exactly once each way, in per-sender order.
+//!
+//! An ignored test (`--ignored`) reproduces a known product bug: the silent loss
+//! of the owning replica (SIGSTOP, as a lost host) with the default `[link]`
+//! settings takes far longer than 10 seconds to fail over.
+//!
+//! PostgreSQL is required: the test fails when it is unreachable and `CI=true`,
+//! and is skipped with a message otherwise. Run `cargo build --workspace --bins`
+//! first. Every wait is a bounded poll. `PEERLINK_REPLICAS_MESSAGES` changes the
+//! number of messages each way (default 5,000); `PEERLINK_CHAOS_SEED` replays the
+//! moment of the kill.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use peerlink_e2e::gateway::{
+    admin_status, field, free_port, peer_entry, peer_gateway_path, read_lossy, wait_for, Net, Node,
+    WAIT,
+};
+use peerlink_e2e::messaging::{
+    batch_json, parse_test_body, postgres_available, tail, test_body, test_id,
+    write_messaging_config, Api, Outgoing, PgDatabase, Received, Rng, MESSAGING_LINK,
+};
+use peerlink_e2e::run_program;
+use serde_json::Value;
+
+/// Messages per batch request.
+const CHUNK: usize = 50;
+/// Size of every message body.
+const BODY_BYTES: usize = 512;
+/// Media type of the test messages (checked on arrival).
+const TYPE: &str = "application/x-peerlink-replicas; v=1";
+/// Producers submit at most one batch per this interval until the failover
+/// scenario is over, so that traffic flows during the kill, the takeover and the
+/// restart; afterwards they go at full speed.
+const PACE: Duration = Duration::from_millis(250);
+/// The kill happens once this fraction of all progress (accepting plus receiving,
+/// both ways) is done.
+const KILL_AT: f64 = 0.2;
+/// The takeover bound of the requirement.
+const TAKEOVER_LIMIT: Duration = Duration::from_secs(10);
+/// How long a takeover is waited for at most (to measure a slow one).
+const TAKEOVER_WAIT: Duration = Duration::from_secs(30);
+/// Traffic between the takeover and the restart of the killed replica.
+const BEFORE_RESTART: Duration = Duration::from_secs(2);
+/// How long the link must stay put after the killed replica is back (longer than
+/// a lease, so a lease that moved back would show).
+const STABILITY_WINDOW: Duration = Duration::from_secs(8);
+/// Interval of the status sampler.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+/// Bound on getting one batch accepted (across the failover).
+const BATCH_DEADLINE: Duration = Duration::from_secs(60);
+/// Bound on the drain after the producers and the failover scenario are done.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(60);
+/// Long-poll wait of the consumers, seconds.
+const CONSUMER_WAIT_S: u64 = 1;
+
+fn messages_per_side() -> usize {
+    std::env::var("PEERLINK_REPLICAS_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000)
+}
+
+// ---------------------------------------------------------------------------
+// Replica processes (node a): one node, several gateway processes
+// ---------------------------------------------------------------------------
+
+/// One gateway process of node a, with its own ports, config, state and log.
+struct Replica {
+    name: &'static str,
+    port: u16,
+    admin_port: u16,
+    api_port: u16,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Replica {
+    fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn admin(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.admin_port))
+    }
+
+    fn api(&self) -> Api {
+        Api::new(self.api_port)
+    }
+
+    fn running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => c.try_wait().ok().flatten().is_none(),
+            None => false,
+        }
+    }
+
+    fn start(&mut self) {
+        assert!(!self.running(), "replica {} is already running", self.name);
+        let mut log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open replica log");
+        writeln!(
+            log,
+            "=== test harness: starting replica {} with {}",
+            self.name,
+            self.config.display()
+        )
+        .expect("write log");
+        let stdout = log.try_clone().expect("clone log handle");
+        let child = Command::new(peer_gateway_path())
+            .arg("run")
+            .arg("--config")
+            .arg(&self.config)
+            .env("PEERLINK_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start replica {}: {e}", self.name));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL and reap.
+    fn kill9(&mut self) {
+        let mut child = self.child.take().expect("replica running");
+        child.kill().expect("kill -9 replica");
+        let status = child.wait().expect("reap replica");
+        assert!(
+            status.code().is_none(),
+            "replica {} was not killed: {status}",
+            self.name
+        );
+    }
+
+    /// Sends `signal` (e.g. "STOP") to the running replica.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("replica running").id();
+        run_program("kill", [format!("-{signal}"), pid.to_string()]).assert_success();
+    }
+
+    /// SIGTERM; Err unless it exits 0 within [`WAIT`].
+    fn terminate(&mut self) -> Result<(), String> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        run_program("kill", ["-TERM".to_string(), child.id().to_string()]).assert_success();
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+                return if status.code() == Some(0) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "replica {} exited with {status} on SIGTERM",
+                        self.name
+                    ))
+                };
+            }
+            if start.elapsed() > WAIT {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "replica {} did not exit within {WAIT:?} of SIGTERM",
+                    self.name
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The replicas of node a; killed on drop, logs printed when the test fails.
+struct Replicas(Vec<Replica>);
+
+impl Drop for Replicas {
+    fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        for r in &mut self.0 {
+            if let Some(mut c) = r.child.take() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if failing {
+            for r in &self.0 {
+                eprintln!(
+                    "--- replica {} (listen {}, admin {}, api {}): last 300 log lines ---\n{}",
+                    r.name,
+                    r.endpoint(),
+                    r.admin(),
+                    r.api_port,
+                    tail(&read_lossy(&r.log), 300)
+                );
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Config of replica `name` of node a: a's node directory, certificate and key,
+/// its own ports and state directory, the shared `database_url`.
+fn replica_config(a: &Node, r: &Replica, database_url: &str, link: &str) -> String {
+    format!(
+        "node_dir = {:?}\nserver_cert = {:?}\nserver_key = {:?}\n\
+         listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\napi_listen = \"127.0.0.1:{}\"\n\
+         database_url = {:?}\nstate_dir = {:?}\nmax_message_bytes = 65536\n\n{link}",
+        a.ca.dir.display().to_string(),
+        a.server_cert.display().to_string(),
+        a.server_key.display().to_string(),
+        r.port,
+        r.admin_port,
+        r.api_port,
+        database_url,
+        format!("{}-state", r.name),
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Status helpers
+// ---------------------------------------------------------------------------
+
+/// The status entry the gateway at `admin` has for `peer`.
+fn link_entry(admin: SocketAddr, peer: &str) -> Result<Value, String> {
+    let status = admin_status(admin)?;
+    peer_entry(&status, peer)
+        .cloned()
+        .ok_or_else(|| format!("no entry for {peer} in {status}"))
+}
+
+/// The link state the gateway at `admin` shows for `peer`.
+fn link_state(admin: SocketAddr, peer: &str) -> Result<String, String> {
+    link_entry(admin, peer).map(|e| field(&e, "state").to_string())
+}
+
+/// `replica_id` of the gateway at `admin`.
+fn replica_id(admin: SocketAddr) -> Result<String, String> {
+    let status = admin_status(admin)?;
+    status["replica_id"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no replica_id in {status}"))
+}
+
+/// The unexpired lease holder of `peer`'s link, read from the database with psql.
+fn lease_in_db(database_url: &str, peer: &str) -> Result<String, String> {
+    let sql = format!(
+        "SELECT owner FROM link_leases WHERE peer_id = '{peer}' \
+         AND expires_ms >= (extract(epoch from clock_timestamp()) * 1000)::bigint"
+    );
+    let out = Command::new("psql")
+        .arg(database_url)
+        .args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", &sql])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run psql: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "psql: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Whether the replica at `survivor` shows `bid` connected, and whether b shows
+/// `aid` connected on another link than in `b_before` (its `since` changed).
+fn takeover_seen(
+    survivor: SocketAddr,
+    b_admin: SocketAddr,
+    aid: &str,
+    bid: &str,
+    b_before: &Value,
+) -> (bool, bool) {
+    let survivor_up = link_state(survivor, bid).as_deref() == Ok("connected");
+    let b_up = link_entry(b_admin, aid).is_ok_and(|e| {
+        field(&e, "state") == "connected" && field(&e, "since") != field(b_before, "since")
+    });
+    (survivor_up, b_up)
+}
+
+// ---------------------------------------------------------------------------
+// Shared state of the traffic threads
+// ---------------------------------------------------------------------------
+
+struct Shared {
+    /// Something failed: every thread stops.
+    abort: AtomicBool,
+    /// Messages accepted (first time) plus received (first time), both ways.
+    progress: AtomicUsize,
+    /// Batches accepted, both ways.
+    batches: AtomicUsize,
+    /// Distinct messages received at a (from b) and at b (from a).
+    received: [AtomicUsize; 2],
+    /// The failover scenario (kill, takeover, restart, stability window) is over.
+    chaos_finished: AtomicBool,
+    /// The killed replica has been restarted (producers count per-replica batches after it).
+    restarted: AtomicBool,
+    /// The producers are done and everything drained: consumers and sampler stop.
+    stop: AtomicBool,
+    start: Instant,
+}
+
+impl Shared {
+    fn aborted(&self) -> bool {
+        self.abort.load(Ordering::SeqCst)
+    }
+
+    fn secs(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// Sets `abort` when the thread holding it unwinds.
+struct AbortOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for AbortOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Producers
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct ProducerReport {
+    sender: String,
+    accepted: usize,
+    /// Batches accepted by each API (a1, a2 for a; b for b).
+    batches_by_api: Vec<usize>,
+    /// Of those, accepted after the killed replica was restarted.
+    batches_after_restart: Vec<usize>,
+    /// Requests that failed (connection refused/reset, 503) and were retried,
+    /// through the next API.
+    failed_attempts: usize,
+    /// Retries answered "all duplicates": the failed attempt had been committed.
+    retries_found_committed: usize,
+    problems: Vec<String>,
+    finished_at: Option<f64>,
+    /// Whether batches were still being submitted when the killed replica came back.
+    busy_at_restart: bool,
+}
+
+/// Submits `n` messages from `sender` to `peer_id`, batch k through `apis[k % len]`;
+/// a failed request is retried with the same Message-Ids through the next API.
+fn produce(apis: &[Api], sender: &str, peer_id: &str, n: usize, sh: &Shared) -> ProducerReport {
+    let _guard = AbortOnPanic(&sh.abort);
+    let mut rep = ProducerReport {
+        sender: sender.to_string(),
+        batches_by_api: vec![0; apis.len()],
+        batches_after_restart: vec![0; apis.len()],
+        ..ProducerReport::default()
+    };
+    let problem = |rep: &mut ProducerReport, p: String| {
+        eprintln!("[{:7.2}s] producer {sender}: {p}", sh.secs());
+        rep.problems.push(p);
+        sh.abort.store(true, Ordering::SeqCst);
+    };
+    for (k, start) in (0..n).step_by(CHUNK).enumerate() {
+        let began = Instant::now();
+        let batch: Vec<Outgoing> = (start..n.min(start + CHUNK))
+            .map(|i| Outgoing {
+                id: Some(test_id(sender, i)),
+                content_type: Some(TYPE.to_string()),
+                body: test_body(sender, i, BODY_BYTES),
+            })
+            .collect();
+        let ids: Vec<String> = batch.iter().filter_map(|m| m.id.clone()).collect();
+        let body = batch_json(&batch);
+        let mut r = k % apis.len();
+        let mut attempt = 0usize;
+        let mut last_error = String::new();
+        loop {
+            if sh.aborted() {
+                return rep;
+            }
+            if began.elapsed() > BATCH_DEADLINE {
+                problem(
+                    &mut rep,
+                    format!("batch at index {start} not accepted within {BATCH_DEADLINE:?} ({attempt} attempts); last: {last_error}"),
+                );
+                return rep;
+            }
+            match apis[r].send_batch_raw(peer_id, body.as_bytes()) {
+                Ok(resp) if resp.code == 202 => {
+                    let v = match resp.json() {
+                        Ok(v) => v,
+                        Err(e) => {
+                            problem(&mut rep, e);
+                            return rep;
+                        }
+                    };
+                    let got: Vec<String> = v["ids"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|x| x.as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let dups = v["duplicates"].as_u64().unwrap_or(u64::MAX) as usize;
+                    if got != ids {
+                        problem(
+                            &mut rep,
+                            format!("batch at {start}: answered ids differ from the Message-Ids sent: {v}"),
+                        );
+                        return rep;
+                    }
+                    if attempt == 0 && dups != 0 {
+                        problem(
+                            &mut rep,
+                            format!(
+                                "batch at {start}: first submission reported {dups} duplicates"
+                            ),
+                        );
+                        return rep;
+                    } else if dups != 0 && dups != ids.len() {
+                        problem(
+                            &mut rep,
+                            format!(
+                                "batch at {start}: retry through API {r} reported {dups} of {} duplicates: the failed attempt was stored partly",
+                                ids.len()
+                            ),
+                        );
+                        return rep;
+                    } else if dups == ids.len() {
+                        rep.retries_found_committed += 1;
+                    }
+                    break;
+                }
+                Ok(resp) if resp.code == 503 => {
+                    rep.failed_attempts += 1;
+                    last_error = format!("API {r}: {}", resp.describe());
+                    r = (r + 1) % apis.len();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Ok(resp) => {
+                    problem(
+                        &mut rep,
+                        format!("batch at {start}: unexpected answer {}", resp.describe()),
+                    );
+                    return rep;
+                }
+                Err(e) => {
+                    // The replica is dead or restarting: the same ids through the next one.
+                    rep.failed_attempts += 1;
+                    last_error = format!("API {r}: {e}");
+                    r = (r + 1) % apis.len();
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            attempt += 1;
+        }
+        rep.accepted += ids.len();
+        rep.batches_by_api[r] += 1;
+        if sh.restarted.load(Ordering::SeqCst) {
+            rep.batches_after_restart[r] += 1;
+            if start + CHUNK < n {
+                rep.busy_at_restart = true;
+            }
+        }
+        sh.progress.fetch_add(ids.len(), Ordering::SeqCst);
+        sh.batches.fetch_add(1, Ordering::SeqCst);
+        if !sh.chaos_finished.load(Ordering::SeqCst) {
+            let spent = began.elapsed();
+            if spent < PACE {
+                std::thread::sleep(PACE - spent);
+            }
+        }
+    }
+    rep.finished_at = Some(sh.secs());
+    rep
+}
+
+// ---------------------------------------------------------------------------
+// Consumers
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct ConsumerReport {
+    receiver: String,
+    /// Indices of the messages in the order they first arrived.
+    first_arrivals: Vec<usize>,
+    /// Messages returned again before their ack succeeded (allowed).
+    redeliveries: usize,
+    /// Ids returned again after a successful ack (duplicates).
+    after_ack: Vec<String>,
+    /// Messages that are not what was sent.
+    bad: Vec<String>,
+    /// Non-empty pages served by each API.
+    pages_by_api: Vec<usize>,
+    polls: usize,
+    failed_polls: usize,
+    acks: usize,
+    failed_acks: usize,
+}
+
+/// Reads the inbox through `apis`, alternating, and acknowledges each page with
+/// the (from, id) form through the API that served it.
+fn consume(
+    apis: &[Api],
+    receiver: &str,
+    slot: usize,
+    sender: &str,
+    sender_id: &str,
+    sh: &Shared,
+) -> ConsumerReport {
+    let _guard = AbortOnPanic(&sh.abort);
+    let mut rep = ConsumerReport {
+        receiver: receiver.to_string(),
+        pages_by_api: vec![0; apis.len()],
+        ..ConsumerReport::default()
+    };
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut acked: HashSet<String> = HashSet::new();
+    let mut r = 0usize;
+    let mut empty_in_a_row = 0usize;
+    loop {
+        if sh.aborted() {
+            return rep;
+        }
+        let stopping = sh.stop.load(Ordering::SeqCst);
+        rep.polls += 1;
+        let page = match apis[r].inbox(500, if stopping { 0 } else { CONSUMER_WAIT_S }) {
+            Ok(p) => p,
+            Err(_) => {
+                rep.failed_polls += 1;
+                r = (r + 1) % apis.len();
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if page.is_empty() {
+            empty_in_a_row += 1;
+            // When stopping, every API must have found the inbox empty.
+            if stopping && empty_in_a_row >= apis.len() {
+                return rep;
+            }
+            r = (r + 1) % apis.len();
+            continue;
+        }
+        empty_in_a_row = 0;
+        rep.pages_by_api[r] += 1;
+        let mut in_page = HashSet::new();
+        for m in &page {
+            if !in_page.insert((m.from.clone(), m.id.clone())) {
+                rep.bad.push(format!("id {} twice in one inbox page", m.id));
+            }
+            if acked.contains(&m.id) {
+                rep.after_ack.push(m.id.clone());
+                continue;
+            }
+            if !seen.insert(m.id.clone()) {
+                rep.redeliveries += 1;
+                continue;
+            }
+            match check_message(m, sender, sender_id) {
+                Ok(index) => rep.first_arrivals.push(index),
+                Err(e) => rep.bad.push(e),
+            }
+            sh.received[slot].fetch_add(1, Ordering::SeqCst);
+            sh.progress.fetch_add(1, Ordering::SeqCst);
+        }
+        let pairs: Vec<(&str, &str)> = page
+            .iter()
+            .map(|m| (m.from.as_str(), m.id.as_str()))
+            .collect();
+        match apis[r].ack_from(&pairs) {
+            Ok(count) => {
+                rep.acks += 1;
+                if count != in_page.len() as u64 {
+                    rep.bad.push(format!(
+                        "ack of {} (from, id) pairs just returned by the inbox removed {count}",
+                        in_page.len()
+                    ));
+                }
+                acked.extend(page.iter().map(|m| m.id.clone()));
+            }
+            // Lost with a killed replica: the messages come again (or, if the ack
+            // was committed, never again). Both are fine.
+            Err(_) => rep.failed_acks += 1,
+        }
+        r = (r + 1) % apis.len();
+    }
+}
+
+/// The index of a test message that is exactly what `sender` sent.
+fn check_message(m: &Received, sender: &str, sender_id: &str) -> Result<usize, String> {
+    if m.from != sender_id {
+        return Err(format!("{} from {} (expected {sender_id})", m.id, m.from));
+    }
+    if m.content_type != TYPE {
+        return Err(format!("{} has content type {:?}", m.id, m.content_type));
+    }
+    match parse_test_body(&m.body) {
+        Some((s, index)) if s == sender && m.id == test_id(sender, index) => Ok(index),
+        Some((s, index)) => Err(format!(
+            "{} carries the body of message {index} from {s}",
+            m.id
+        )),
+        None => Err(format!(
+            "{}: body of {} bytes is not a message that was sent",
+            m.id,
+            m.body.len()
+        )),
+    }
+}
+
+/// (unknown indices, arrivals out of order, gaps, missing indices) of one direction.
+fn order_report(first: &[usize], n: usize) -> (usize, usize, usize, Vec<usize>) {
+    let mut got = vec![false; n];
+    let mut unknown = 0;
+    for &i in first {
+        if i < n {
+            got[i] = true;
+        } else {
+            unknown += 1;
+        }
+    }
+    let missing: Vec<usize> = (0..n).filter(|&i| !got[i]).collect();
+    let mut out_of_order = 0;
+    let mut gaps = 0;
+    let mut max: Option<usize> = None;
+    for &i in first {
+        match max {
+            Some(m) if i < m => out_of_order += 1,
+            Some(m) if i > m + 1 => gaps += 1,
+            None if i != 0 => gaps += 1,
+            _ => {}
+        }
+        max = Some(max.map_or(i, |m| m.max(i)));
+    }
+    (unknown, out_of_order, gaps, missing)
+}
+
+#[test]
+fn order_report_counts_missing_reordered_and_gaps() {
+    assert_eq!(order_report(&[0, 1, 2, 3], 4), (0, 0, 0, vec![]));
+    assert_eq!(order_report(&[0, 1, 4, 3, 9], 5), (1, 1, 2, vec![2]));
+}
+
+// ---------------------------------------------------------------------------
+// Status sampler
+// ---------------------------------------------------------------------------
+
+/// One observation of who holds b's link.
+#[derive(Debug, Clone)]
+struct Sample {
+    t: f64,
+    /// State of b on a1 and a2 (None: status unavailable, e.g. killed).
+    replicas: [Option<String>; 2],
+    /// State of a on b.
+    b: Option<String>,
+}
+
+#[derive(Debug, Default)]
+struct SamplerReport {
+    samples: Vec<Sample>,
+    /// Confirmed moments when both replicas reported b connected.
+    both_connected: Vec<String>,
+}
+
+/// Samples the link states every [`SAMPLE_EVERY`] until `stop`. A sample where both
+/// replicas say `connected` is confirmed by reading the first one again (statuses
+/// are read one after the other): connected, connected, connected is a moment when
+/// both held a link (or a flap of the first, which is as wrong).
+fn sample(
+    admins: [SocketAddr; 2],
+    b_admin: SocketAddr,
+    aid: &str,
+    bid: &str,
+    sh: &Shared,
+) -> SamplerReport {
+    let _guard = AbortOnPanic(&sh.abort);
+    let mut rep = SamplerReport::default();
+    while !sh.stop.load(Ordering::SeqCst) && !sh.aborted() {
+        let t = sh.secs();
+        let first = link_entry(admins[0], bid).ok();
+        let second = link_entry(admins[1], bid).ok();
+        let state = |e: &Option<Value>| e.as_ref().map(|e| field(e, "state").to_string());
+        let replicas = [state(&first), state(&second)];
+        if replicas.iter().all(|s| s.as_deref() == Some("connected")) {
+            let again = link_entry(admins[0], bid).ok();
+            if state(&again).as_deref() == Some("connected") {
+                let line = format!(
+                    "at {t:.2} s both replicas report b connected: a1 {} / a2 {} / a1 again {}",
+                    first.unwrap_or_default(),
+                    second.unwrap_or_default(),
+                    again.unwrap_or_default()
+                );
+                eprintln!("[{:7.2}s] sampler: {line}", sh.secs());
+                rep.both_connected.push(line);
+            }
+        }
+        let b = link_state(b_admin, aid).ok();
+        rep.samples.push(Sample { t, replicas, b });
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+    rep
+}
+
+/// The sequence of link owners seen (index of the one replica showing b
+/// connected), consecutive repeats and samples without a single owner left out.
+fn owner_sequence(samples: &[Sample]) -> Vec<(usize, f64)> {
+    let mut out: Vec<(usize, f64)> = Vec::new();
+    for s in samples {
+        let connected: Vec<usize> = (0..2)
+            .filter(|&i| s.replicas[i].as_deref() == Some("connected"))
+            .collect();
+        if let [only] = connected[..] {
+            if out.last().map(|(o, _)| *o) != Some(only) {
+                out.push((only, s.t));
+            }
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// The failover scenario
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct ChaosReport {
+    /// Index of the replica that owned the link and was killed.
+    killed: Option<usize>,
+    killed_at: f64,
+    /// Kill to the survivor showing b connected.
+    takeover: Option<Duration>,
+    /// Kill to b showing a connected again.
+    b_reconnected: Option<Duration>,
+    /// Restart of the killed replica to it showing b standby.
+    standby_after: Option<Duration>,
+    lines: Vec<String>,
+    problems: Vec<String>,
+}
+
+const NAMES: [&str; 2] = ["a1", "a2"];
+
+#[allow(clippy::too_many_arguments)]
+fn chaos(
+    replicas: &Mutex<Replicas>,
+    admins: [SocketAddr; 2],
+    apis: &[Api; 2],
+    b_api: &Api,
+    b_admin: SocketAddr,
+    aid: &str,
+    bid: &str,
+    database_url: &str,
+    total: usize,
+    seed: u64,
+    sh: &Shared,
+) -> ChaosReport {
+    let _guard = AbortOnPanic(&sh.abort);
+    let mut rep = ChaosReport::default();
+    let problem = |rep: &mut ChaosReport, p: String| {
+        eprintln!("[{:7.2}s] chaos: {p}", sh.secs());
+        rep.problems.push(p);
+    };
+    let say = |rep: &mut ChaosReport, l: String| {
+        eprintln!("[{:7.2}s] chaos: {l}", sh.secs());
+        rep.lines.push(l);
+    };
+    // 1. Partway through the traffic.
+    let at = (KILL_AT * total as f64) as usize;
+    let waiting = Instant::now();
+    while sh.progress.load(Ordering::SeqCst) < at {
+        if sh.aborted() {
+            return rep;
+        }
+        if waiting.elapsed() > Duration::from_secs(60) {
+            problem(
+                &mut rep,
+                format!(
+                    "progress stuck at {} of the {at} planned for the kill",
+                    sh.progress.load(Ordering::SeqCst)
+                ),
+            );
+            sh.abort.store(true, Ordering::SeqCst);
+            return rep;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // 2. Kill -9 the owner of the link, a random 0-40 ms after a batch was
+    //    accepted: while that batch is on its way (sent, stored, acknowledged).
+    let owner = wait_for(
+        "exactly one replica owning b's link before the kill",
+        WAIT,
+        || {
+            let states: Vec<String> = admins
+                .iter()
+                .map(|a| link_state(*a, bid).unwrap_or_else(|e| e))
+                .collect();
+            match (states[0].as_str(), states[1].as_str()) {
+                ("connected", "standby") => Ok(0),
+                ("standby", "connected") => Ok(1),
+                _ => Err(format!("a1: {}, a2: {}", states[0], states[1])),
+            }
+        },
+    )
+    .0;
+    let survivor = 1 - owner;
+    let b_before = link_entry(b_admin, aid).unwrap_or_default();
+    let batches = sh.batches.load(Ordering::SeqCst);
+    let waiting = Instant::now();
+    while sh.batches.load(Ordering::SeqCst) == batches && waiting.elapsed() < PACE * 4 {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    std::thread::sleep(Duration::from_millis(Rng::new(seed).range(0, 40)));
+    let progress = sh.progress.load(Ordering::SeqCst);
+    lock(replicas).0[owner].kill9();
+    let killed = Instant::now();
+    rep.killed = Some(owner);
+    rep.killed_at = sh.secs();
+    // What the kill left unacknowledged (to be resent over the new link).
+    let depths = (apis[survivor].outbox_depth(bid), b_api.outbox_depth(aid));
+    let line = format!(
+        "kill -9 {} (the link owner) at {:.2} s, progress {:.0}%; undelivered just after the kill: a->b {:?}, b->a {:?}",
+        NAMES[owner],
+        rep.killed_at,
+        100.0 * progress as f64 / total as f64,
+        depths.0,
+        depths.1
+    );
+    say(&mut rep, line);
+    // 3. Measure the takeover: the survivor shows b connected and b shows a
+    //    connected on a new link (its `since` changed), in the same poll.
+    while killed.elapsed() < TAKEOVER_WAIT && !sh.aborted() {
+        let (survivor_up, b_up) = takeover_seen(admins[survivor], b_admin, aid, bid, &b_before);
+        if b_up && rep.b_reconnected.is_none() {
+            rep.b_reconnected = Some(killed.elapsed());
+        }
+        if survivor_up && b_up {
+            rep.takeover = Some(killed.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    match rep.takeover {
+        Some(d) => {
+            let line = format!(
+                "takeover: {} shows b connected {:.2} s after the kill (b shows a connected after {})",
+                NAMES[survivor],
+                d.as_secs_f64(),
+                rep.b_reconnected
+                    .map_or("never".into(), |d| format!("{:.2} s", d.as_secs_f64()))
+            );
+            say(&mut rep, line);
+            if d > TAKEOVER_LIMIT {
+                problem(
+                    &mut rep,
+                    format!(
+                        "takeover took {:.2} s, more than {TAKEOVER_LIMIT:?}",
+                        d.as_secs_f64()
+                    ),
+                );
+            }
+        }
+        None => {
+            problem(
+                &mut rep,
+                format!(
+                    "{} did not take b's link over within {TAKEOVER_WAIT:?} of the kill; it shows {:?}",
+                    NAMES[survivor],
+                    link_entry(admins[survivor], bid)
+                ),
+            );
+            sh.abort.store(true, Ordering::SeqCst);
+            return rep;
+        }
+    }
+    if rep.b_reconnected.is_none_or(|d| d > TAKEOVER_LIMIT) {
+        let line = format!(
+            "b did not show a connected within {TAKEOVER_LIMIT:?} of the kill ({:?})",
+            rep.b_reconnected
+        );
+        problem(&mut rep, line);
+    }
+    match (replica_id(admins[survivor]), lease_in_db(database_url, bid)) {
+        (Ok(id), Ok(holder)) if id == holder => {}
+        (id, holder) => problem(
+            &mut rep,
+            format!(
+                "after the takeover the lease in the database is held by {holder:?}, not by {} ({id:?})",
+                NAMES[survivor]
+            ),
+        ),
+    }
+    // 4. Traffic on the survivor alone for a moment, then restart the killed replica.
+    std::thread::sleep(BEFORE_RESTART);
+    lock(replicas).0[owner].start();
+    let restarted = Instant::now();
+    sh.restarted.store(true, Ordering::SeqCst);
+    let came_back = loop {
+        if sh.aborted() {
+            return rep;
+        }
+        if !lock(replicas).0[owner].running() {
+            problem(
+                &mut rep,
+                format!("{} exited after its restart", NAMES[owner]),
+            );
+            sh.abort.store(true, Ordering::SeqCst);
+            return rep;
+        }
+        let state = link_state(admins[owner], bid);
+        if state.as_deref() == Ok("standby") && apis[owner].peer(bid).is_ok() {
+            break Ok(restarted.elapsed());
+        }
+        if restarted.elapsed() > WAIT {
+            break Err(format!("{state:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    match came_back {
+        Ok(d) => {
+            rep.standby_after = Some(d);
+            say(
+                &mut rep,
+                format!(
+                    "{} restarted at {:.2} s; standby (API up) after {:.2} s",
+                    NAMES[owner],
+                    sh.secs() - d.as_secs_f64(),
+                    d.as_secs_f64()
+                ),
+            );
+        }
+        Err(last) => {
+            problem(
+                &mut rep,
+                format!(
+                    "{} did not come back as standby within {WAIT:?} of its restart; last: {last}",
+                    NAMES[owner]
+                ),
+            );
+            sh.abort.store(true, Ordering::SeqCst);
+            return rep;
+        }
+    }
+    // 5. The link stays where it is: the survivor keeps the same link (same
+    //    `since`), the restarted replica stays standby, b keeps its link.
+    let base_survivor = link_entry(admins[survivor], bid).unwrap_or_default();
+    let base_b = link_entry(b_admin, aid).unwrap_or_default();
+    let window = Instant::now();
+    let mut polls = 0;
+    let mut moved = Vec::new();
+    while window.elapsed() < STABILITY_WINDOW && !sh.aborted() {
+        polls += 1;
+        let s = link_entry(admins[survivor], bid);
+        let r = link_entry(admins[owner], bid);
+        let b = link_entry(b_admin, aid);
+        let t = sh.secs();
+        let same = |now: &Result<Value, String>, base: &Value| {
+            now.as_ref().is_ok_and(|e| {
+                field(e, "state") == "connected" && field(e, "since") == field(base, "since")
+            })
+        };
+        if !same(&s, &base_survivor) {
+            moved.push(format!("{t:.2} s: {} shows {s:?}", NAMES[survivor]));
+        }
+        if !r.as_ref().is_ok_and(|e| field(e, "state") == "standby") {
+            moved.push(format!("{t:.2} s: restarted {} shows {r:?}", NAMES[owner]));
+        }
+        if !same(&b, &base_b) {
+            moved.push(format!("{t:.2} s: b shows {b:?}"));
+        }
+        std::thread::sleep(SAMPLE_EVERY);
+    }
+    if !moved.is_empty() {
+        problem(
+            &mut rep,
+            format!(
+                "the link did not stay put during the {STABILITY_WINDOW:?} after {} came back ({} of {polls} polls): {}",
+                NAMES[owner],
+                moved.len(),
+                moved[..moved.len().min(10)].join("; ")
+            ),
+        );
+    } else {
+        say(
+            &mut rep,
+            format!(
+                "link stable for {STABILITY_WINDOW:?} after the restart ({polls} polls): {} connected since {}, {} standby",
+                NAMES[survivor],
+                field(&base_survivor, "since"),
+                NAMES[owner]
+            ),
+        );
+    }
+    match (replica_id(admins[survivor]), lease_in_db(database_url, bid)) {
+        (Ok(id), Ok(holder)) if id == holder => {}
+        (id, holder) => problem(
+            &mut rep,
+            format!(
+                "after the restart the lease in the database is held by {holder:?}, not by {} ({id:?})",
+                NAMES[survivor]
+            ),
+        ),
+    }
+    sh.chaos_finished.store(true, Ordering::SeqCst);
+    rep
+}
+
+/// Joins a thread; a panic becomes a failure line.
+fn join_thread<T>(
+    h: std::thread::ScopedJoinHandle<'_, T>,
+    what: &str,
+    failures: &mut Vec<String>,
+) -> Option<T> {
+    match h.join() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            failures.push(format!("the {what} thread panicked: {msg}"));
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The cluster: node a as two replicas on one PostgreSQL database, node b
+// ---------------------------------------------------------------------------
+
+/// Node a as two replicas sharing one fresh PostgreSQL database, node b as one
+/// gateway on SQLite whose config lists both replicas' endpoints. Fields drop in
+/// declaration order: the replicas first, then the network (b), then the database.
+struct Cluster {
+    replicas: Mutex<Replicas>,
+    net: Net,
+    db: PgDatabase,
+    /// Name in `net` of the replicated node ("a" unless roles were swapped).
+    a_name: &'static str,
+    /// Name in `net` of the partner node.
+    b_name: &'static str,
+    aid: String,
+    bid: String,
+    admins: [SocketAddr; 2],
+    a_apis: [Api; 2],
+    b_api: Api,
+    b_admin: SocketAddr,
+}
+
+impl Cluster {
+    /// Makes the nodes (real `ca-tool`), the database and the configs; `link` is
+    /// the `[link]` table of every gateway. With `partner_id_smaller`, the node
+    /// with the larger id is the replicated one (node ids are random).
+    fn new(link: &str, partner_id_smaller: bool) -> Cluster {
+        let db = PgDatabase::create("replicas");
+        let net = Net::mesh(&["a", "b"]);
+        let (a_name, b_name) = if partner_id_smaller && net.id("a") < net.id("b") {
+            ("b", "a")
+        } else {
+            ("a", "b")
+        };
+        let (aid, bid) = (net.id(a_name), net.id(b_name));
+        let a = net.node(a_name);
+        let replicas: Vec<Replica> = NAMES
+            .iter()
+            .enumerate()
+            .map(|(i, &name)| {
+                // a1 uses the ports of a's bundle; a2 its own.
+                let (port, admin_port, api_port) = if i == 0 {
+                    (a.port, a.admin_port, a.api_port)
+                } else {
+                    (free_port(), free_port(), free_port())
+                };
+                Replica {
+                    name,
+                    port,
+                    admin_port,
+                    api_port,
+                    config: net.path(&format!("{name}.toml")),
+                    log: net.path(&format!("{name}.log")),
+                    child: None,
+                }
+            })
+            .collect();
+        for r in &replicas {
+            fs::write(&r.config, replica_config(a, r, &db.url, link))
+                .expect("write replica config");
+        }
+        let admins = [replicas[0].admin(), replicas[1].admin()];
+        let a_apis = [replicas[0].api(), replicas[1].api()];
+        // b dials both replicas: a `[peers."<a>"]` table before `[link]`.
+        let b_top = format!(
+            "max_message_bytes = 65536\n[peers.\"{aid}\"]\nendpoints = [\"{}\", \"{}\"]\n",
+            replicas[0].endpoint(),
+            replicas[1].endpoint()
+        );
+        let b_url = format!("sqlite://{}", net.path("b-messages.db").display());
+        let b = net.node(b_name);
+        write_messaging_config(b, &b_url, &b_top, link);
+        let (b_api, b_admin) = (Api::of(b), b.admin());
+        Cluster {
+            replicas: Mutex::new(Replicas(replicas)),
+            net,
+            db,
+            a_name,
+            b_name,
+            aid,
+            bid,
+            admins,
+            a_apis,
+            b_api,
+            b_admin,
+        }
+    }
+
+    /// Starts both replicas and b at once (both replicas migrate the same database
+    /// together) and waits until b shows a connected, one replica shows b
+    /// connected and the other standby, and the lease row names the first.
+    /// Returns the owner's index and the time it took.
+    fn start(&mut self, timeout: Duration) -> (usize, Duration) {
+        for r in &mut lock(&self.replicas).0 {
+            r.start();
+        }
+        self.net.start(self.b_name);
+        let (admins, bid) = (self.admins, self.bid.clone());
+        let (replicas, net, a_name, b_name) = (&self.replicas, &self.net, self.a_name, self.b_name);
+        let (owner, took) = wait_for(
+            "b connected to a, one replica connected to b and the other standby",
+            timeout,
+            || {
+                for r in &mut lock(replicas).0 {
+                    if !r.running() {
+                        panic!("replica {} exited during start-up", r.name);
+                    }
+                }
+                net.check_state(b_name, a_name, &["connected"])?;
+                let states: Vec<String> = admins
+                    .iter()
+                    .map(|a| link_state(*a, &bid).unwrap_or_else(|e| e))
+                    .collect();
+                match (states[0].as_str(), states[1].as_str()) {
+                    ("connected", "standby") => Ok(0usize),
+                    ("standby", "connected") => Ok(1),
+                    _ => Err(format!(
+                        "a1 shows b {}, a2 shows b {}",
+                        states[0], states[1]
+                    )),
+                }
+            },
+        );
+        for (i, admin) in admins.iter().enumerate() {
+            let status = admin_status(*admin).expect("replica status");
+            assert_eq!(status["store"], "postgres", "{} status: {status}", NAMES[i]);
+            assert_eq!(
+                status["node_id"],
+                self.aid.as_str(),
+                "{} status: {status}",
+                NAMES[i]
+            );
+        }
+        let ids = [
+            replica_id(admins[0]).expect("a1 replica id"),
+            replica_id(admins[1]).expect("a2 replica id"),
+        ];
+        assert_ne!(
+            ids[0], ids[1],
+            "the replicas must have distinct replica ids"
+        );
+        let holder = lease_in_db(&self.db.url, &bid).expect("lease row");
+        assert_eq!(
+            holder, ids[owner],
+            "the lease in link_leases must name the replica showing b connected ({})",
+            NAMES[owner]
+        );
+        (owner, took)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The test
+// ---------------------------------------------------------------------------
+
+#[test]
+fn two_replicas_on_postgres_fail_over_under_traffic() {
+    const TEST: &str = "two_replicas_on_postgres_fail_over_under_traffic";
+    if !postgres_available(TEST) {
+        return;
+    }
+    let n = messages_per_side();
+    let seed = std::env::var("PEERLINK_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(Rng::fresh_seed);
+    eprintln!("{TEST}: {n} messages each way; seed {seed} (replay the kill moment with PEERLINK_CHAOS_SEED={seed})");
+    let began = Instant::now();
+    let mut cluster = Cluster::new(MESSAGING_LINK, false);
+    let (owner, linked_after) = cluster.start(Duration::from_secs(30));
+    let Cluster {
+        replicas,
+        net,
+        db,
+        aid,
+        bid,
+        admins,
+        a_apis,
+        b_api,
+        b_admin,
+        ..
+    } = &cluster;
+    let standby = 1 - owner;
+    let standby_entry = link_entry(admins[standby], bid).expect("standby entry");
+    eprintln!(
+        "{TEST}: set-up took {:.1} s; linked {:.1} s after start: {} (replica {}) owns b's link, {} is standby ({:?})",
+        began.elapsed().as_secs_f64(),
+        linked_after.as_secs_f64(),
+        NAMES[owner],
+        replica_id(admins[owner]).unwrap_or_default(),
+        NAMES[standby],
+        field(&standby_entry, "last_error")
+    );
+
+    // Traffic and the failover.
+    let sh = Shared {
+        abort: AtomicBool::new(false),
+        progress: AtomicUsize::new(0),
+        batches: AtomicUsize::new(0),
+        received: [AtomicUsize::new(0), AtomicUsize::new(0)],
+        chaos_finished: AtomicBool::new(false),
+        restarted: AtomicBool::new(false),
+        stop: AtomicBool::new(false),
+        start: Instant::now(),
+    };
+    let total = 4 * n;
+    let mut failures: Vec<String> = Vec::new();
+    let mut drained_at = None;
+    let (producers, consumers, chaos_rep, sampler) = std::thread::scope(|s| {
+        let (sh, aid, bid, admins, b_admin) = (&sh, aid.as_str(), bid.as_str(), *admins, *b_admin);
+        let db_url = db.url.as_str();
+        let pa = s.spawn(move || produce(a_apis, "a", bid, n, sh));
+        let pb = s.spawn(move || produce(std::slice::from_ref(b_api), "b", aid, n, sh));
+        // slot 0: a's inbox (from b); slot 1: b's inbox (from a).
+        let ca = s.spawn(move || consume(a_apis, "a", 0, "b", bid, sh));
+        let cb = s.spawn(move || consume(std::slice::from_ref(b_api), "b", 1, "a", aid, sh));
+        let sm = s.spawn(move || sample(admins, b_admin, aid, bid, sh));
+        let ch = s.spawn(move || {
+            chaos(
+                replicas, admins, a_apis, b_api, b_admin, aid, bid, db_url, total, seed, sh,
+            )
+        });
+        let mut producers = Vec::new();
+        for (h, what) in [(pa, "producer a"), (pb, "producer b")] {
+            if let Some(r) = join_thread(h, what, &mut failures) {
+                producers.push(r);
+            }
+        }
+        let chaos_rep = join_thread(ch, "chaos", &mut failures).unwrap_or_default();
+        let drain_start = Instant::now();
+        eprintln!(
+            "[{:7.2}s] producers and failover done; draining (bound {DRAIN_DEADLINE:?})",
+            sh.secs()
+        );
+        loop {
+            if sh.aborted() {
+                failures.push("a thread reported a problem (see above); stopped".into());
+                break;
+            }
+            let dead: Vec<&str> = lock(replicas)
+                .0
+                .iter_mut()
+                .filter_map(|r| (!r.running()).then_some(r.name))
+                .collect();
+            if !dead.is_empty() {
+                failures.push(format!("replica(s) {dead:?} stopped running on their own"));
+                sh.abort.store(true, Ordering::SeqCst);
+                break;
+            }
+            let received = [
+                sh.received[0].load(Ordering::SeqCst),
+                sh.received[1].load(Ordering::SeqCst),
+            ];
+            let depths = [a_apis[0].outbox_depth(bid), b_api.outbox_depth(aid)];
+            if received == [n, n] && depths.iter().all(|d| d.as_ref().is_ok_and(|d| *d == 0)) {
+                drained_at = Some(sh.secs());
+                break;
+            }
+            if drain_start.elapsed() > DRAIN_DEADLINE {
+                failures.push(format!(
+                    "not drained {DRAIN_DEADLINE:?} after the producers finished: received by a {}, by b {}; outbox depth a->b {:?}, b->a {:?}",
+                    received[0], received[1], depths[0], depths[1]
+                ));
+                sh.abort.store(true, Ordering::SeqCst);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        sh.stop.store(true, Ordering::SeqCst);
+        let mut consumers = Vec::new();
+        for (h, what) in [(ca, "consumer a"), (cb, "consumer b")] {
+            if let Some(r) = join_thread(h, what, &mut failures) {
+                consumers.push(r);
+            }
+        }
+        let sampler = join_thread(sm, "sampler", &mut failures).unwrap_or_default();
+        (producers, consumers, chaos_rep, sampler)
+    });
+
+    // Final state: every outbox and inbox empty, on every replica.
+    if failures.is_empty() {
+        for (i, api) in a_apis.iter().enumerate() {
+            match api.outbox_depth(bid) {
+                Ok(0) => {}
+                other => failures.push(format!("{}: outbox to b at the end: {other:?}", NAMES[i])),
+            }
+            match api.peek_all() {
+                Ok(left) if left.is_empty() => {}
+                other => failures.push(format!(
+                    "{}: inbox at the end (everything was acknowledged): {:?}",
+                    NAMES[i],
+                    other.map(|l| l.into_iter().take(5).map(|m| m.id).collect::<Vec<_>>())
+                )),
+            }
+        }
+        match (b_api.outbox_depth(aid), b_api.peek_all()) {
+            (Ok(0), Ok(left)) if left.is_empty() => {}
+            (depth, left) => failures.push(format!(
+                "b at the end: outbox {depth:?}, inbox {:?}",
+                left.map(|l| l.len())
+            )),
+        }
+    }
+
+    // Report and verdict.
+    let mut summary = String::new();
+    let _ = writeln!(
+        summary,
+        "{TEST}: {n} messages each way, drained at {}",
+        drained_at.map_or("never".to_string(), |t| format!("{t:.1} s"))
+    );
+    for l in &chaos_rep.lines {
+        let _ = writeln!(summary, "  {l}");
+    }
+    failures.extend(chaos_rep.problems.iter().map(|p| format!("failover: {p}")));
+    if chaos_rep.killed.is_none() || chaos_rep.standby_after.is_none() {
+        failures.push("the failover scenario did not run to its end".into());
+    }
+
+    // Link ownership over the whole run.
+    let owners = owner_sequence(&sampler.samples);
+    let owners_text: Vec<String> = owners
+        .iter()
+        .map(|(o, t)| format!("{} from {t:.2} s", NAMES[*o]))
+        .collect();
+    let b_not_connected = sampler
+        .samples
+        .iter()
+        .filter(|s| s.b.as_deref() != Some("connected"))
+        .count();
+    let _ = writeln!(
+        summary,
+        "  sampler: {} samples; owners {}; b not connected to a in {} samples; both replicas connected in {} samples",
+        sampler.samples.len(),
+        owners_text.join(" -> "),
+        b_not_connected,
+        sampler.both_connected.len()
+    );
+    if !sampler.both_connected.is_empty() {
+        failures.push(format!(
+            "both replicas reported b connected at once {} times: {}",
+            sampler.both_connected.len(),
+            sampler.both_connected[..sampler.both_connected.len().min(5)].join("; ")
+        ));
+    }
+    if let Some(killed) = chaos_rep.killed {
+        let expected = vec![killed, 1 - killed];
+        let seen: Vec<usize> = owners.iter().map(|(o, _)| *o).collect();
+        if seen != expected {
+            failures.push(format!(
+                "the link owner must change exactly once, from {} to {} (at the kill); seen: {}",
+                NAMES[killed],
+                NAMES[1 - killed],
+                owners_text.join(" -> ")
+            ));
+        }
+        let back: Vec<String> = sampler
+            .samples
+            .iter()
+            .filter(|s| {
+                s.t > chaos_rep.killed_at && s.replicas[killed].as_deref() == Some("connected")
+            })
+            .take(5)
+            .map(|s| format!("{:.2} s", s.t))
+            .collect();
+        if !back.is_empty() {
+            failures.push(format!(
+                "the killed replica {} showed b connected again after the kill, at {}",
+                NAMES[killed],
+                back.join(", ")
+            ));
+        }
+    }
+
+    let redirects: Vec<usize> = lock(replicas)
+        .0
+        .iter()
+        .map(|r| {
+            read_lossy(&r.log)
+                .lines()
+                .filter(|l| l.contains("another replica owns this partner's link"))
+                .count()
+        })
+        .collect();
+    let _ = writeln!(
+        summary,
+        "  connections from b answered Goodbye(NotOwner) by a1, a2: {redirects:?}"
+    );
+    for p in &producers {
+        let _ = writeln!(
+            summary,
+            "  producer {}: {} accepted; batches by API {:?} ({:?} after the restart); {} failed attempts retried through the next API, {} retries found the batch already committed; done at {}",
+            p.sender,
+            p.accepted,
+            p.batches_by_api,
+            p.batches_after_restart,
+            p.failed_attempts,
+            p.retries_found_committed,
+            p.finished_at.map_or("-".into(), |t| format!("{t:.1} s"))
+        );
+        failures.extend(
+            p.problems
+                .iter()
+                .map(|e| format!("producer {}: {e}", p.sender)),
+        );
+        if p.accepted != n {
+            failures.push(format!(
+                "producer {} got only {} of {n} accepted",
+                p.sender, p.accepted
+            ));
+        }
+    }
+    if let Some(pa) = producers.iter().find(|p| p.sender == "a") {
+        if pa.batches_by_api.contains(&0) {
+            failures.push(format!(
+                "a's messages were not submitted through both replicas: batches by API {:?}",
+                pa.batches_by_api
+            ));
+        }
+        if let Some(killed) = chaos_rep.killed {
+            if pa.busy_at_restart && pa.batches_after_restart[killed] == 0 {
+                failures.push(format!(
+                    "the restarted replica {} accepted no batch after its restart although the producer was still sending",
+                    NAMES[killed]
+                ));
+            }
+        }
+    }
+    for c in &consumers {
+        let sender = if c.receiver == "a" { "b" } else { "a" };
+        let (unknown, out_of_order, gaps, missing) = order_report(&c.first_arrivals, n);
+        let _ = writeln!(
+            summary,
+            "  {sender} -> {}: {} distinct received, {} missing, {} returned again after ack (duplicates), {} out of order, {} gaps, {} bad, {} unknown; {} redeliveries of unacknowledged messages; non-empty pages by API {:?}; {} polls ({} failed), {} acks ({} lost)",
+            c.receiver,
+            c.first_arrivals.len(),
+            missing.len(),
+            c.after_ack.len(),
+            out_of_order,
+            gaps,
+            c.bad.len(),
+            unknown,
+            c.redeliveries,
+            c.pages_by_api,
+            c.polls,
+            c.failed_polls,
+            c.acks,
+            c.failed_acks
+        );
+        if !missing.is_empty() {
+            failures.push(format!(
+                "{sender} -> {}: {} of {n} messages never arrived, e.g. indices {:?}",
+                c.receiver,
+                missing.len(),
+                &missing[..missing.len().min(20)]
+            ));
+        }
+        if !c.after_ack.is_empty() {
+            failures.push(format!(
+                "{sender} -> {}: {} messages delivered again after they were acknowledged (duplicates), e.g. {:?}",
+                c.receiver,
+                c.after_ack.len(),
+                &c.after_ack[..c.after_ack.len().min(20)]
+            ));
+        }
+        if out_of_order > 0 || gaps > 0 {
+            let head: Vec<usize> = c.first_arrivals.iter().take(40).copied().collect();
+            failures.push(format!(
+                "{sender} -> {}: FIFO order broken: {out_of_order} arrivals out of order, {gaps} gaps; first arrivals {head:?}",
+                c.receiver
+            ));
+        }
+        if !c.bad.is_empty() || unknown > 0 || c.first_arrivals.len() > n {
+            failures.push(format!(
+                "{sender} -> {}: {} wrong messages, {unknown} unknown indices, {} distinct arrivals for {n} sent; e.g. {:?}",
+                c.receiver,
+                c.bad.len(),
+                c.first_arrivals.len(),
+                &c.bad[..c.bad.len().min(10)]
+            ));
+        }
+        if c.receiver == "a" && c.pages_by_api.contains(&0) {
+            failures.push(format!(
+                "a's inbox was not read through both replicas: non-empty pages by API {:?}",
+                c.pages_by_api
+            ));
+        }
+    }
+    eprint!("{summary}");
+    if !failures.is_empty() {
+        eprintln!(
+            "--- last 60 lines of b's log ---\n{}",
+            tail(&net.node(cluster.b_name).log_text(), 60)
+        );
+        panic!("{TEST} FAILED:\n  - {}\n{summary}", failures.join("\n  - "));
+    }
+
+    // Everything stops cleanly.
+    let mut stop_errors = Vec::new();
+    for r in &mut lock(replicas).0 {
+        if let Err(e) = r.terminate() {
+            stop_errors.push(e);
+        }
+    }
+    assert!(stop_errors.is_empty(), "{stop_errors:?}");
+    cluster.net.terminate_all();
+    eprintln!(
+        "{TEST}: passed in {:.1} s ({:.1} s of traffic); takeover {:.2} s",
+        began.elapsed().as_secs_f64(),
+        sh.secs(),
+        chaos_rep.takeover.map_or(f64::NAN, |d| d.as_secs_f64())
+    );
+}
+
+/// A replica that freezes without closing its sockets (a lost host): the partner
+/// keeps a silent link to it, which loses the tie-break to the new owner's link
+/// once it has been silent for 1.6 heartbeat intervals, and the new owner does not
+/// redial in a tight loop while the partner still prefers the old link. With the
+/// default [link] settings the takeover must stay within 10 s.
+#[test]
+fn silent_owner_loss_fails_over_within_10_s_with_default_link_settings() {
+    const TEST: &str = "silent_owner_loss_fails_over_within_10_s_with_default_link_settings";
+    if !postgres_available(TEST) {
+        return;
+    }
+    let mut cluster = Cluster::new("", true);
+    let (owner, _) = cluster.start(Duration::from_secs(60));
+    let survivor = 1 - owner;
+    let (admins, b_admin) = (cluster.admins, cluster.b_admin);
+    let (aid, bid) = (cluster.aid.clone(), cluster.bid.clone());
+    let b_before = link_entry(b_admin, &aid).expect("b's entry for a");
+    eprintln!(
+        "{TEST}: {} owns the link; b ({bid}) < a ({aid}): {}; b's link is {}",
+        NAMES[owner],
+        bid < aid,
+        field(&b_before, "direction")
+    );
+    lock(&cluster.replicas).0[owner].signal("STOP");
+    let stopped = Instant::now();
+    let mut took = None;
+    let mut last = String::new();
+    while stopped.elapsed() < Duration::from_secs(45) {
+        let (survivor_up, b_up) = takeover_seen(admins[survivor], b_admin, &aid, &bid, &b_before);
+        let describe = |e: Result<Value, String>| {
+            e.map(|e| format!("{} ({})", field(&e, "state"), field(&e, "last_error")))
+                .unwrap_or_else(|e| e)
+        };
+        let line = format!(
+            "{} shows b {}; b shows a {}",
+            NAMES[survivor],
+            describe(link_entry(admins[survivor], &bid)),
+            describe(link_entry(b_admin, &aid))
+        );
+        if line != last {
+            eprintln!("[{:6.2}s] {line}", stopped.elapsed().as_secs_f64());
+            last = line;
+        }
+        if survivor_up && b_up {
+            took = Some(stopped.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Evidence of the reconnect storm: links of the new owner closed by b as
+    // duplicates, each a full handshake, redialed without the backoff delay.
+    let rejected: Vec<String> = read_lossy(&lock(&cluster.replicas).0[survivor].log)
+        .lines()
+        .filter(|l| l.contains("link down") && l.contains("DuplicateLink"))
+        .map(|l| l.chars().take(27).collect())
+        .collect();
+    eprintln!(
+        "{TEST}: takeover after SIGSTOP of the owner: {took:?}; {} links of {} closed by b as duplicates (first at {}, last at {})",
+        rejected.len(),
+        NAMES[survivor],
+        rejected.first().map_or("-", String::as_str),
+        rejected.last().map_or("-", String::as_str)
+    );
+    lock(&cluster.replicas).0[owner].kill9();
+    assert!(
+        took.is_some_and(|d| d <= TAKEOVER_LIMIT),
+        "the link was not taken over within {TAKEOVER_LIMIT:?} of the silent loss of its owner: {took:?}; \
+         b closed {} links of the new owner as duplicates meanwhile",
+        rejected.len()
+    );
+    let mut replicas = lock(&cluster.replicas);
+    replicas.0[survivor]
+        .terminate()
+        .expect("survivor stops cleanly");
+    drop(replicas);
+    cluster.net.terminate_all();
+}
