@@ -41,9 +41,30 @@ impl FsError {
     }
 }
 
-/// Reads a whole file, naming it in the error.
+/// Largest file the tools read (certificates, bundles, CSRs, keys, passphrases):
+/// a mistyped path such as `/dev/zero` must fail, not exhaust memory.
+pub const MAX_INPUT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Reads a whole file (at most [`MAX_INPUT_BYTES`]), naming it in the error.
+/// Pipes are fine (`--passphrase-file <(...)`).
 pub fn read(path: &Path) -> Result<Vec<u8>, FsError> {
-    fs::read(path).map_err(|e| FsError::new("cannot read", path, e))
+    use std::io::Read;
+    let file = File::open(path).map_err(|e| FsError::new("cannot read", path, e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| FsError::new("cannot read", path, e))?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(FsError::new(
+            "refusing to read",
+            path,
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("larger than {MAX_INPUT_BYTES} bytes"),
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// Atomically replaces `path` with `contents`, created with `mode`.
@@ -216,6 +237,12 @@ mod tests {
         tx.rollback();
         assert_eq!(fs::read(&old).unwrap(), b"before");
         assert!(!sub.exists());
+    }
+
+    #[test]
+    fn reading_an_endless_file_fails_instead_of_exhausting_memory() {
+        let err = read(Path::new("/dev/zero")).unwrap_err();
+        assert!(err.to_string().contains("larger than"), "{err}");
     }
 
     #[test]
