@@ -318,6 +318,12 @@ impl PeerTls {
     /// The partner whose root issued this (already validated) leaf.
     fn peer_of_leaf(&self, leaf: &[u8]) -> Option<String> {
         let (_, cert) = X509Certificate::from_der(leaf).ok()?;
+        // Byte-identical issuer first (the usual case, cheap with many partners),
+        // then the RFC 5280 comparison.
+        let issuer = cert.issuer().as_raw();
+        if let Some(p) = self.trust.peers.values().find(|p| p.subject_der == issuer) {
+            return Some(p.node_id.clone());
+        }
         self.trust
             .peers
             .values()

@@ -124,6 +124,32 @@ pub fn identify_client(
     Ok(peer.node_id.clone())
 }
 
+/// Remembers which (CRL, root) pairs verified, so the partner CRL's signature
+/// costs one check per CRL rather than one per handshake. Bounded: cleared when full.
+fn signature_cached(crl_der: &[u8], root_der: &[u8], verify: impl FnOnce() -> bool) -> bool {
+    use sha2::{Digest, Sha256};
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<[u8; 32], bool>>> = OnceLock::new();
+    let key: [u8; 32] = Sha256::new()
+        .chain_update((crl_der.len() as u64).to_be_bytes())
+        .chain_update(crl_der)
+        .chain_update(root_der)
+        .finalize()
+        .into();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Some(ok) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return *ok;
+    }
+    let ok = verify();
+    let mut map = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if map.len() >= 4096 {
+        map.clear();
+    }
+    map.insert(key, ok);
+    ok
+}
+
 /// Applies the CRL a partner sent us to a certificate its root issued.
 ///
 /// Unlike our own CRL, a partner's CRL that has passed its nextUpdate is still
@@ -155,16 +181,20 @@ pub fn partner_crl_check(peer: &PeerTrust, leaf_der: &[u8]) -> Result<(), Refusa
     {
         return Ok(()); // not about this leaf
     }
-    let verified = crate::signature::split_spki(root.public_key().raw).and_then(|(alg, key)| {
-        crate::signature::verify(
-            &alg,
-            &key,
-            &crate::signature::algorithm_contents(&crl.signature_algorithm),
-            crl.tbs_cert_list.as_ref(),
-            &crl.signature_value.data,
-        )
+    let verified = signature_cached(crl_der, &peer.root_der, || {
+        crate::signature::split_spki(root.public_key().raw)
+            .and_then(|(alg, key)| {
+                crate::signature::verify(
+                    &alg,
+                    &key,
+                    &crate::signature::algorithm_contents(&crl.signature_algorithm),
+                    crl.tbs_cert_list.as_ref(),
+                    &crl.signature_value.data,
+                )
+            })
+            .is_ok()
     });
-    if verified.is_err() {
+    if !verified {
         return Err(refuse(
             "crl_bad_signature",
             format!(
