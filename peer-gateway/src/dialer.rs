@@ -214,12 +214,7 @@ async fn dial(
             }
             (e.to_string(), refusal)
         })?;
-        let chain: Vec<Vec<u8>> = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .map(|c| c.iter().map(|d| d.as_ref().to_vec()).collect())
-            .unwrap_or_default();
+        let chain = crate::link::presented_chain(stream.get_ref().1);
         let mut framed = Framed::new(stream, FrameCodec::new(link.max_frame_bytes));
         let hello = crate::link::exchange_hello(&mut framed, gw, peer_id)
             .await

@@ -61,6 +61,14 @@ fn alert_of(e: &FrameError) -> Option<String> {
     }
 }
 
+/// The certificate chain the partner presented (leaf first), kept with the link
+/// so a reload can re-check it.
+pub fn presented_chain(conn: &rustls::CommonState) -> Vec<Vec<u8>> {
+    conn.peer_certificates()
+        .map(|c| c.iter().map(|d| d.as_ref().to_vec()).collect())
+        .unwrap_or_default()
+}
+
 /// Exchanges Hello frames; the partner's Hello must name the node its certificate names.
 pub async fn exchange_hello<S>(
     framed: &mut Framed<S, FrameCodec>,

@@ -99,12 +99,7 @@ async fn handshake(
                 return None;
             }
         };
-        let chain: Vec<Vec<u8>> = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .map(|c| c.iter().map(|d| d.as_ref().to_vec()).collect())
-            .unwrap_or_default();
+        let chain = crate::link::presented_chain(stream.get_ref().1);
         let mut framed = Framed::new(stream, FrameCodec::new(gw.config.link.max_frame_bytes));
         // Another replica may own this partner's link: send it to its next endpoint.
         match crate::leases::acquire(gw, &peer_id).await {
