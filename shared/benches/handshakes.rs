@@ -14,7 +14,7 @@
 //! Not a criterion bench: criterion measures one function after another.
 //! `scripts/bench handshakes` runs it:
 //! `cargo bench -p shared --bench handshakes -- [--rounds N] [--slice-ms MS]
-//! [--extra-peers N] [--json FILE] [--only VARIANT]`
+//! [--extra-peers N] [--json FILE] [--only VARIANT [--count N]]`
 
 mod common;
 
@@ -177,6 +177,7 @@ fn main() {
     let mut json_out: Option<String> = None;
     let mut extra_peers = 1000usize;
     let mut only: Option<String> = None;
+    let mut count: Option<u64> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -191,6 +192,9 @@ fn main() {
             "--json" => json_out = args.next(),
             // Runs one variant alone (for profiling); prints its rate only.
             "--only" => only = args.next(),
+            // With --only: a fixed number of handshakes instead of a time slice, so
+            // that `valgrind --tool=callgrind` counts are comparable between variants.
+            "--count" => count = args.next().and_then(|v| v.parse().ok()),
             _ => {} // `cargo bench` passes --bench
         }
     }
@@ -242,6 +246,15 @@ fn main() {
             .iter()
             .find(|(n, _)| *n == name)
             .expect("--only: unknown variant");
+        if let Some(n) = count {
+            rt.block_on(async {
+                for _ in 0..n {
+                    v.once().await;
+                }
+            });
+            println!("{name}: {n} handshakes");
+            return;
+        }
         let rate = rt.block_on(v.slice(slice * rounds as u32));
         println!("{name}: {rate:.0} handshakes/s");
         return;

@@ -34,8 +34,9 @@ mod tests;
 mod trust;
 mod verifier;
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustls::client::Resumption;
 use rustls::crypto::CryptoProvider;
@@ -154,6 +155,10 @@ pub struct PeerTls {
     identity: Arc<ServerIdentity>,
     provider: Arc<CryptoProvider>,
     server: Arc<ServerConfig>,
+    /// Client configurations by partner, built on first dial: building one parses
+    /// our private key, which costs more than a tenth of a handshake. The cache
+    /// lives as long as this trust snapshot, so a reload starts afresh.
+    client_configs: Arc<Mutex<HashMap<String, Arc<ClientConfig>>>>,
 }
 
 impl fmt::Debug for PeerTls {
@@ -201,6 +206,7 @@ impl PeerTls {
             identity,
             provider,
             server: Arc::new(server),
+            client_configs: Arc::default(),
         })
     }
 
@@ -231,6 +237,15 @@ impl PeerTls {
                 "the partner is revoked or deactivated".into(),
             ));
         }
+        let cached = self
+            .client_configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(peer_id)
+            .cloned();
+        if let Some(config) = cached {
+            return Ok(config);
+        }
         let cross = peer.issued_to_us_der.clone().ok_or_else(|| {
             HandshakeError::NotDialable(
                 peer_id.into(),
@@ -257,7 +272,12 @@ impl PeerTls {
         config.alpn_protocols = vec![ALPN.to_vec()];
         config.resumption = Resumption::disabled();
         config.enable_sni = false;
-        Ok(Arc::new(config))
+        let config = Arc::new(config);
+        self.client_configs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer_id.to_string(), config.clone());
+        Ok(config)
     }
 
     /// Accepts a partner's connection; returns the stream and the partner's node id.
@@ -317,13 +337,13 @@ impl PeerTls {
 
     /// The partner whose root issued this (already validated) leaf.
     fn peer_of_leaf(&self, leaf: &[u8]) -> Option<String> {
-        let (_, cert) = X509Certificate::from_der(leaf).ok()?;
-        // Byte-identical issuer first (the usual case, cheap with many partners),
-        // then the RFC 5280 comparison.
-        let issuer = cert.issuer().as_raw();
-        if let Some(p) = self.trust.peers.values().find(|p| p.subject_der == issuer) {
+        // Byte-identical issuer first (the usual case, cheap with many partners,
+        // and without decoding the leaf again), then the RFC 5280 comparison.
+        let (issuer, _) = crate::validate::der::cert_issuer_and_subject(leaf)?;
+        if let Some(p) = self.trust.peer_by_subject(issuer) {
             return Some(p.node_id.clone());
         }
+        let (_, cert) = X509Certificate::from_der(leaf).ok()?;
         self.trust
             .peers
             .values()

@@ -121,6 +121,35 @@ async fn partners_authenticate_each_other() {
 }
 
 #[tokio::test]
+async fn repeated_dials_reuse_one_client_configuration() {
+    let (a, b) = (node("a"), node("b"));
+    let a_id = a.signer.identity().node_id.clone();
+    let a_tls = tls(&a, trust(&a, &b, PeerStatus::Active));
+    let b_tls = tls(&b, trust(&b, &a, PeerStatus::Active));
+    let first = b_tls.client_config(&a_id).unwrap();
+    // Clones of a PeerTls share the cache; a second handshake still authenticates.
+    let clone = b_tls.clone();
+    assert!(Arc::ptr_eq(&first, &clone.client_config(&a_id).unwrap()));
+    for _ in 0..2 {
+        let (accepted, connected) = handshake(&a_tls, &clone, &a_id).await;
+        assert_eq!(accepted.unwrap(), b.signer.identity().node_id);
+        connected.unwrap();
+    }
+    // A new trust snapshot (a reload) builds its own; an inactive partner is
+    // refused before any cached configuration could be used.
+    let reloaded = tls(&b, trust(&b, &a, PeerStatus::Active));
+    assert!(!Arc::ptr_eq(
+        &first,
+        &reloaded.client_config(&a_id).unwrap()
+    ));
+    let deactivated = tls(&b, trust(&b, &a, PeerStatus::Inactive));
+    assert!(matches!(
+        deactivated.client_config(&a_id),
+        Err(HandshakeError::NotDialable(..))
+    ));
+}
+
+#[tokio::test]
 async fn inactive_partner_is_refused_with_its_reason() {
     let (a, b) = (node("a"), node("b"));
     let a_tls = tls(&a, trust(&a, &b, PeerStatus::Inactive));

@@ -56,13 +56,12 @@ pub fn identify_client(
     at: ::time::OffsetDateTime,
 ) -> Result<String, Refusal> {
     too_long(intermediates)?;
-    let crls: Vec<Vec<u8>> = trust.crl_der.iter().cloned().collect();
     let chain = validate::validate_chain(
         end_entity,
         &ValidationOptions {
             anchor: &trust.root_der,
             intermediates,
-            crls: &crls,
+            crls: trust.crl_der.as_slice(),
             at,
             purpose: Purpose::Client,
         },
@@ -96,18 +95,19 @@ pub fn identify_client(
             })
         }
     };
-    let (_, cross_cert) = X509Certificate::from_der(cross).map_err(|e| Refusal {
+    let (_, subject) = validate::der::cert_issuer_and_subject(cross).ok_or_else(|| Refusal {
         reason: "malformed",
-        detail: e.to_string(),
+        detail: "the cross-certificate in the chain does not decode".into(),
         peer: None,
         claims: None,
     })?;
-    let subject = cross_cert.subject().as_raw();
     let peer = trust.peer_by_subject(subject).ok_or_else(|| Refusal {
         reason: "unknown_peer",
         detail: format!(
             "{} is not a registered partner of this node",
-            names::display_dn(cross_cert.subject())
+            x509_parser::x509::X509Name::from_der(subject)
+                .map(|(_, name)| names::display_dn(&name))
+                .unwrap_or_else(|_| "the cross-certificate's subject".into())
         ),
         peer: None,
         claims: None,

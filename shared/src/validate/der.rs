@@ -84,6 +84,27 @@ pub(crate) fn elements(mut content: &[u8]) -> impl Iterator<Item = Result<Tlv<'_
     })
 }
 
+/// The raw encodings (header included) of a certificate's issuer and subject
+/// Names, found without decoding the rest of it: for the handshake's lookups
+/// of a partner in a chain that has already been validated.
+pub(crate) fn cert_issuer_and_subject(cert: &[u8]) -> Option<(&[u8], &[u8])> {
+    let certificate = read_single(cert).ok().filter(|t| t.tag == SEQUENCE)?;
+    let (tbs, _) = read(certificate.content)
+        .ok()
+        .filter(|(t, _)| t.tag == SEQUENCE)?;
+    let mut fields = elements(tbs.content).map_while(Result::ok);
+    let mut field = fields.next()?;
+    if field.tag == 0xa0 {
+        field = fields.next()?; // [0] EXPLICIT version
+    }
+    // field = serialNumber; then signature, issuer, validity, subject.
+    let _signature = fields.next()?;
+    let issuer = fields.next().filter(|t| t.tag == SEQUENCE)?;
+    let _validity = fields.next()?;
+    let subject = fields.next().filter(|t| t.tag == SEQUENCE)?;
+    (field.tag == 0x02).then_some((issuer.raw, subject.raw))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

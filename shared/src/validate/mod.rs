@@ -27,7 +27,7 @@
 //! Certificate policies are not processed at all.
 
 mod crl;
-mod der;
+pub(crate) mod der;
 mod error;
 mod extensions;
 pub mod names;
@@ -90,15 +90,17 @@ pub fn validate_chain(
     leaf_der: &[u8],
     opts: &ValidationOptions<'_>,
 ) -> Result<ValidatedChain, ValidationError> {
-    let leaf = path::parse_cert(leaf_der, "the leaf certificate")?;
-    let anchor = path::parse_cert(opts.anchor, "the trust anchor certificate")?;
+    let leaf = path::parse_cert(leaf_der, || "the leaf certificate".into())?;
+    let anchor = path::parse_cert(opts.anchor, || "the trust anchor certificate".into())?;
     let mut intermediates = Vec::with_capacity(opts.intermediates.len());
     for (k, der) in opts.intermediates.iter().enumerate() {
-        let label = format!(
-            "intermediate certificate #{} of the supplied intermediates",
-            k + 1
-        );
-        intermediates.push(path::parse_cert(der, &label)?);
+        let label = || {
+            format!(
+                "intermediate certificate #{} of the supplied intermediates",
+                k + 1
+            )
+        };
+        intermediates.push(path::parse_cert(der, label)?);
     }
     let crls = opts
         .crls
@@ -109,7 +111,7 @@ pub fn validate_chain(
 
     let summary = |leaf: &path::ParsedCert<'_>, chain: Vec<Vec<u8>>| ValidatedChain {
         chain,
-        leaf_subject: leaf.subject.clone(),
+        leaf_subject: leaf.subject_text(),
         leaf_subject_der: leaf.x509.subject().as_raw().to_vec(),
         leaf_not_after: leaf.x509.validity().not_after.to_datetime(),
     };

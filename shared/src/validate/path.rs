@@ -34,38 +34,43 @@ pub(crate) struct ParsedCert<'a> {
     pub x509: X509Certificate<'a>,
     pub exts: Result<CertExtensions<'a>, ExtensionProblem>,
     pub self_issued: bool,
-    pub subject: String,
+}
+
+impl ParsedCert<'_> {
+    /// The subject as [`display_dn`] renders it: only for messages, so it is
+    /// rendered when one is needed rather than for every certificate parsed.
+    pub fn subject_text(&self) -> String {
+        display_dn(self.x509.subject())
+    }
 }
 
 /// Decodes one input certificate; `label` names the input in errors.
 pub(crate) fn parse_cert<'a>(
     der: &'a [u8],
-    label: &str,
+    label: impl Fn() -> String,
 ) -> Result<ParsedCert<'a>, ValidationError> {
     let x509 = match X509Certificate::from_der(der) {
         Ok(([], cert)) => cert,
         Ok(_) => {
             return Err(ValidationError::Malformed {
-                input: label.to_owned(),
+                input: label(),
                 detail: "trailing data after the certificate".into(),
             })
         }
         Err(e) => {
             return Err(ValidationError::Malformed {
-                input: label.to_owned(),
+                input: label(),
                 detail: format!("cannot decode the certificate: {e}"),
             })
         }
     };
     let exts = cert_extensions(&x509);
     let self_issued = dn_equal(x509.subject(), x509.issuer());
-    let subject = display_dn(x509.subject());
     Ok(ParsedCert {
         der,
         x509,
         exts,
         self_issued,
-        subject,
     })
 }
 
@@ -158,7 +163,7 @@ impl<'a> Context<'_, 'a> {
         };
         CertRef {
             position,
-            subject: self.cert(index).subject.clone(),
+            subject: self.cert(index).subject_text(),
         }
     }
 }
@@ -258,11 +263,11 @@ fn check_issuer(
 
 fn check_name(
     name: &X509Name<'_>,
-    label: &str,
+    label: impl Fn() -> String,
     constraints: &DirectoryNameConstraints<'_>,
 ) -> Result<(), (String, NameViolation)> {
     if dn_is_empty(name) {
-        return Err((label.to_owned(), NameViolation::EmptyName));
+        return Err((label(), NameViolation::EmptyName));
     }
     if !constraints.permitted.is_empty()
         && !constraints
@@ -271,7 +276,7 @@ fn check_name(
             .any(|base| dn_within(name, base))
     {
         return Err((
-            label.to_owned(),
+            label(),
             NameViolation::OutsidePermitted(constraints.permitted.iter().map(display_dn).collect()),
         ));
     }
@@ -280,10 +285,7 @@ fn check_name(
         .iter()
         .find(|base| dn_within(name, base))
     {
-        return Err((
-            label.to_owned(),
-            NameViolation::WithinExcluded(display_dn(base)),
-        ));
+        return Err((label(), NameViolation::WithinExcluded(display_dn(base))));
     }
     Ok(())
 }
@@ -343,13 +345,14 @@ pub(crate) fn validate_path(ctx: &Context<'_, '_>, path: &[usize]) -> Result<(),
                 else {
                     continue;
                 };
-                let mut result = check_name(cert.x509.subject(), "subject", constraints);
+                let mut result =
+                    check_name(cert.x509.subject(), || "subject".to_owned(), constraints);
                 for san in &exts.san_directory_names {
                     if result.is_err() {
                         break;
                     }
-                    let label = format!("subjectAltName directoryName \"{}\"", display_dn(san));
-                    result = check_name(san, &label, constraints);
+                    let label = || format!("subjectAltName directoryName \"{}\"", display_dn(san));
+                    result = check_name(san, label, constraints);
                 }
                 if let Err((name, violation)) = result {
                     return Err(ValidationError::NameConstraint {
@@ -402,7 +405,7 @@ pub(crate) fn validate_leaf_is_anchor(
 ) -> Result<(), ValidationError> {
     let cert_ref = || CertRef {
         position: Position::Anchor,
-        subject: cert.subject.clone(),
+        subject: cert.subject_text(),
     };
     let exts = cert
         .exts
@@ -470,7 +473,7 @@ impl<'x, 'c, 'a> PathBuilder<'x, 'c, 'a> {
             None => Err(ValidationError::UnknownIssuer {
                 cert: self.ctx.cert_ref(&path, 0),
                 issuer: display_dn(self.ctx.cert(LEAF).x509.issuer()),
-                anchor: self.ctx.cert(ANCHOR).subject.clone(),
+                anchor: self.ctx.cert(ANCHOR).subject_text(),
             }),
         }
     }
@@ -521,7 +524,7 @@ impl<'x, 'c, 'a> PathBuilder<'x, 'c, 'a> {
                 ValidationError::UnknownIssuer {
                     cert: ctx.cert_ref(path, depth - 1),
                     issuer: display_dn(ctx.cert(current).x509.issuer()),
-                    anchor: ctx.cert(ANCHOR).subject.clone(),
+                    anchor: ctx.cert(ANCHOR).subject_text(),
                 },
             );
             return None;

@@ -1562,3 +1562,20 @@ fn kinds_are_distinct() {
     kinds.dedup();
     assert_eq!(kinds.len(), ValidationError::KINDS.len());
 }
+
+#[test]
+fn issuer_and_subject_found_without_full_decoding() {
+    let net = net();
+    for der in [&net.a.der, &net.cross_b, &net.b_leaf] {
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).expect("parses");
+        assert_eq!(
+            der::cert_issuer_and_subject(der),
+            Some((cert.issuer().as_raw(), cert.subject().as_raw()))
+        );
+    }
+    // Anything that is not a certificate gives nothing.
+    let leaf = &net.b_leaf;
+    assert_eq!(der::cert_issuer_and_subject(&leaf[..leaf.len() - 1]), None);
+    assert_eq!(der::cert_issuer_and_subject(&[0x30, 0x00]), None);
+    assert_eq!(der::cert_issuer_and_subject(b"not DER"), None);
+}
