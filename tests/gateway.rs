@@ -796,6 +796,48 @@ fn sigterm_says_goodbye_and_exits_zero() {
     net.terminate_all();
 }
 
+#[test]
+fn a_second_gateway_on_the_same_sqlite_store_refuses_to_start() {
+    let mut net = Net::mesh(&["a", "b"]);
+    net.start_all(&["a", "b"]);
+    net.wait_all_connected(&["a", "b"], WAIT);
+    let a_b = since(&net, "a", "b");
+
+    // The same config (same store, state and CA) on ports of its own, as when an
+    // operator runs the gateway by hand beside the service.
+    let node = net.node("a");
+    let mut text = config_text(node, &node.server_cert, &node.server_key, "");
+    for port in [node.port, node.admin_port, node.api_port] {
+        let fresh = peerlink_e2e::gateway::free_port();
+        text = text.replace(
+            &format!("127.0.0.1:{port}\""),
+            &format!("127.0.0.1:{fresh}\""),
+        );
+    }
+    assert!(!text.contains(&node.endpoint()), "{text}");
+    let out = run_config(&net.dir, "a-second.toml", &text);
+    out.assert_stderr_contains("in use by another peer-gateway process")
+        .assert_stderr_contains("a-gateway.db");
+
+    // The running gateway did not notice.
+    net.assert_alive("a");
+    net.check_state("a", "b", &["connected"]).unwrap();
+    assert_eq!(since(&net, "a", "b"), a_b, "the a–b link was replaced");
+    let ping = peer_gateway(args![
+        "ping",
+        net.id("b"),
+        "--admin",
+        net.node("a").admin_arg()
+    ]);
+    ping.assert_success();
+
+    // Once it has stopped, the store opens again (kill -9 leaves no stale lock).
+    net.kill9("a");
+    net.start("a");
+    net.wait_all_connected(&["a", "b"], WAIT);
+    net.terminate_all();
+}
+
 // ---------------------------------------------------------------------------
 // 8. Configuration errors and keygen
 // ---------------------------------------------------------------------------

@@ -5,8 +5,9 @@
 //! dials the partner and only it accepts the partner's connections (the others
 //! answer `Goodbye(NotOwner)` so the partner tries its next endpoint). The
 //! owner renews its leases every [`RENEW_EVERY`]; if it dies they expire after
-//! [`LEASE_TTL`] and a standby replica takes the links over. With SQLite
-//! there is one replica, which always gets every lease.
+//! [`LEASE_TTL`] and a standby replica takes the links over. A SQLite store
+//! is locked to one process ([`crate::store_lock`]), which owns every link:
+//! no lease is written, so accepting a link costs no fsync.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -28,6 +29,9 @@ fn ttl_ms() -> i64 {
 
 /// Takes or keeps the lease on `peer`'s link; Ok(false) when another replica holds it.
 pub async fn acquire(gw: &Gateway, peer: &str) -> Result<bool, String> {
+    if !gw.store.shared_by_replicas() {
+        return Ok(true);
+    }
     gw.store
         .acquire_lease(peer, &gw.replica_id, ttl_ms())
         .await
@@ -36,6 +40,9 @@ pub async fn acquire(gw: &Gateway, peer: &str) -> Result<bool, String> {
 
 /// Renews our leases until shutdown; closes links whose lease we no longer hold.
 pub async fn renew(gw: Arc<Gateway>) {
+    if !gw.store.shared_by_replicas() {
+        return;
+    }
     let mut last_ok = Instant::now();
     let mut every = tokio::time::interval(RENEW_EVERY);
     loop {
@@ -76,6 +83,9 @@ pub async fn renew(gw: Arc<Gateway>) {
 
 /// Gives up our leases at shutdown so a standby replica takes over at once.
 pub async fn release(gw: &Gateway) {
+    if !gw.store.shared_by_replicas() {
+        return;
+    }
     if let Err(e) = gw.store.release_leases(&gw.replica_id).await {
         tracing::warn!(error = %e, "cannot release link leases; they expire by themselves");
     }

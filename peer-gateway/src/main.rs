@@ -21,6 +21,7 @@ mod listener;
 mod metrics;
 mod reload;
 mod store;
+mod store_lock;
 mod tiebreak;
 
 use std::path::PathBuf;

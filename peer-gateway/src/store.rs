@@ -43,6 +43,9 @@ pub enum StoreError {
     /// The URL is not usable.
     #[error("database_url {0:?}: {1}")]
     Url(String, String),
+    /// Another gateway process uses this SQLite store.
+    #[error(transparent)]
+    Locked(#[from] crate::store_lock::LockError),
 }
 
 impl StoreError {
@@ -181,6 +184,8 @@ enum Backend {
 /// The gateway's message store.
 pub struct Store {
     backend: Backend,
+    /// SQLite only: this process's exclusive hold on the store, until `close`.
+    lock: std::sync::Mutex<Option<crate::store_lock::StoreLock>>,
     /// Duration of write transactions (including the fsync), for /metrics.
     pub commit_latency: crate::metrics::Histogram,
 }
@@ -236,7 +241,9 @@ impl Store {
     /// Opens the database at `url` (`sqlite://PATH` or `postgres://...`), applying migrations.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let bad = |m: String| StoreError::Url(url.to_string(), m);
+        let mut lock = None;
         let backend = if let Some(path) = url.strip_prefix("sqlite://") {
+            lock = Some(crate::store_lock::StoreLock::acquire(path.as_ref())?);
             let options = SqliteConnectOptions::from_str("sqlite://")
                 .map_err(|e| bad(e.to_string()))?
                 .filename(path)
@@ -266,10 +273,17 @@ impl Store {
         };
         let store = Store {
             backend,
+            lock: std::sync::Mutex::new(lock),
             commit_latency: crate::metrics::Histogram::default(),
         };
         store.ensure_epoch().await?;
         Ok(store)
+    }
+
+    /// Whether several gateway replicas can share this store (PostgreSQL), so that
+    /// link ownership needs leases. A SQLite store is locked to one process.
+    pub fn shared_by_replicas(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
     }
 
     /// Which back end, for status output.
@@ -818,12 +832,13 @@ impl Store {
         })
     }
 
-    /// Closes the pool.
+    /// Closes the pool and lets another process open the store.
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(p) => p.close().await,
             Backend::Postgres(p) => p.close().await,
         }
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 }
 
@@ -1101,6 +1116,9 @@ mod tests {
         let epoch = first.current_epoch("b").await.unwrap();
         first.close().await;
         let again = Store::open(&url).await.unwrap();
+        // One process per SQLite store: a second opening is refused while it is open.
+        let err = Store::open(&url).await.err().expect("second open refused");
+        assert!(matches!(err, StoreError::Locked(_)), "{err}");
         assert_eq!(again.current_epoch("b").await.unwrap(), epoch);
         let rotated = again.rotate_epoch("b", &epoch).await.unwrap();
         assert_ne!(rotated, epoch);
