@@ -8,8 +8,10 @@
 use std::path::Path;
 use std::str::FromStr;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, Row, SqliteConnection};
+use sqlx::sqlite::{
+    SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Connection, Row, Sqlite, SqliteConnection};
 use time::OffsetDateTime;
 
 /// Name of the database file in the CA directory.
@@ -103,6 +105,10 @@ pub fn rfc3339(t: OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.unix_timestamp().to_string())
 }
 
+/// Spelled out once so that [`CaDb::execute`] can take any statement with its values
+/// already bound.
+type Query<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
+
 /// An open issuance database.
 pub struct CaDb {
     conn: SqliteConnection,
@@ -112,45 +118,49 @@ pub struct CaDb {
 impl CaDb {
     /// Opens (and with `create`, creates) the database and applies migrations.
     pub async fn open(path: &Path, create: bool) -> Result<CaDb, DbError> {
-        let display = path.display().to_string();
-        let sq = |source| DbError::Sqlite {
-            path: display.clone(),
-            source,
-        };
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(sq)?
-            .filename(path)
-            .create_if_missing(create)
-            .journal_mode(SqliteJournalMode::Delete)
-            .synchronous(SqliteSynchronous::Full)
-            .foreign_keys(true);
-        let mut conn = SqliteConnection::connect_with(&options).await.map_err(sq)?;
+        let mut db = CaDb::connect(path, |options| {
+            options
+                .create_if_missing(create)
+                .journal_mode(SqliteJournalMode::Delete)
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+        })
+        .await?;
         sqlx::migrate!("../migrations/ca")
-            .run(&mut conn)
+            .run(&mut db.conn)
             .await
             .map_err(|source| DbError::Migrate {
-                path: display.clone(),
+                path: db.path.clone(),
                 source,
             })?;
-        Ok(CaDb {
-            conn,
-            path: display,
-        })
+        Ok(db)
     }
 
     /// Opens an existing database read-only, without migrating (gateways read a copy
     /// of the CA directory and must never write to it).
     pub async fn open_read_only(path: &Path) -> Result<CaDb, DbError> {
+        CaDb::connect(path, |options| {
+            options.read_only(true).create_if_missing(false)
+        })
+        .await
+    }
+
+    /// The writable and the read-only opening differ only in their options; both must
+    /// name the file the operator gave in every error.
+    async fn connect(
+        path: &Path,
+        options: impl FnOnce(SqliteConnectOptions) -> SqliteConnectOptions,
+    ) -> Result<CaDb, DbError> {
         let display = path.display().to_string();
         let sq = |source| DbError::Sqlite {
             path: display.clone(),
             source,
         };
-        let options = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(sq)?
-            .filename(path)
-            .read_only(true)
-            .create_if_missing(false);
+        let options = options(
+            SqliteConnectOptions::from_str("sqlite://")
+                .map_err(sq)?
+                .filename(path),
+        );
         let conn = SqliteConnection::connect_with(&options).await.map_err(sq)?;
         Ok(CaDb {
             conn,
@@ -165,28 +175,38 @@ impl CaDb {
         }
     }
 
-    /// Starts a transaction; nothing is visible until [`CaDb::commit`].
-    pub async fn begin(&mut self) -> Result<(), DbError> {
-        sqlx::query("BEGIN IMMEDIATE")
+    /// Every statement's failure must name the database file; the statements whose
+    /// result is only "done" all go through here.
+    async fn execute(&mut self, query: Query<'_>) -> Result<(), DbError> {
+        query
             .execute(&mut self.conn)
             .await
-            .map_err(|e| DbError::Sqlite {
-                path: self.path.clone(),
-                source: e,
-            })?;
+            .map_err(|e| self.err(e))?;
         Ok(())
+    }
+
+    /// Like [`CaDb::execute`], for the whole-table reads that listings and lookups are
+    /// built from; a row this version cannot decode fails the whole read.
+    async fn fetch_all<T>(
+        &mut self,
+        sql: &str,
+        from_row: fn(&SqliteRow) -> Result<T, DbError>,
+    ) -> Result<Vec<T>, DbError> {
+        let rows = sqlx::query(sql)
+            .fetch_all(&mut self.conn)
+            .await
+            .map_err(|e| self.err(e))?;
+        rows.iter().map(from_row).collect()
+    }
+
+    /// Starts a transaction; nothing is visible until [`CaDb::commit`].
+    pub async fn begin(&mut self) -> Result<(), DbError> {
+        self.execute(sqlx::query("BEGIN IMMEDIATE")).await
     }
 
     /// Commits the open transaction.
     pub async fn commit(&mut self) -> Result<(), DbError> {
-        sqlx::query("COMMIT")
-            .execute(&mut self.conn)
-            .await
-            .map_err(|e| DbError::Sqlite {
-                path: self.path.clone(),
-                source: e,
-            })?;
-        Ok(())
+        self.execute(sqlx::query("COMMIT")).await
     }
 
     /// Rolls back the open transaction (used when writing a file failed).
@@ -202,31 +222,30 @@ impl CaDb {
         peer_node_id: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<(), DbError> {
-        sqlx::query(
-            "INSERT INTO certificates (serial_hex, kind, subject, peer_node_id, not_before, not_after, issued_at, der)
+        self.execute(
+            sqlx::query(
+                "INSERT INTO certificates (serial_hex, kind, subject, peer_node_id, not_before, not_after, issued_at, der)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(hex::encode(&issued.serial))
+            .bind(kind)
+            .bind(&issued.subject)
+            .bind(peer_node_id)
+            .bind(rfc3339(issued.not_before))
+            .bind(rfc3339(issued.not_after))
+            .bind(rfc3339(now))
+            .bind(&issued.der),
         )
-        .bind(hex::encode(&issued.serial))
-        .bind(kind)
-        .bind(&issued.subject)
-        .bind(peer_node_id)
-        .bind(rfc3339(issued.not_before))
-        .bind(rfc3339(issued.not_after))
-        .bind(rfc3339(now))
-        .bind(&issued.der)
-        .execute(&mut self.conn)
         .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
     }
 
     /// All certificates, oldest first.
     pub async fn certificates(&mut self) -> Result<Vec<CertRecord>, DbError> {
-        let rows = sqlx::query("SELECT * FROM certificates ORDER BY issued_at, serial_hex")
-            .fetch_all(&mut self.conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        rows.iter().map(cert_from_row).collect()
+        self.fetch_all(
+            "SELECT * FROM certificates ORDER BY issued_at, serial_hex",
+            cert_from_row,
+        )
+        .await
     }
 
     /// One certificate by serial (hex, case-insensitive, leading zeros ignored).
@@ -246,14 +265,13 @@ impl CaDb {
         at: OffsetDateTime,
         reason: crate::profiles::Reason,
     ) -> Result<(), DbError> {
-        sqlx::query("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial_hex = ? AND status = 'valid'")
-            .bind(rfc3339(at))
-            .bind(reason.name())
-            .bind(serial_hex)
-            .execute(&mut self.conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.execute(
+            sqlx::query("UPDATE certificates SET status = 'revoked', revoked_at = ?, revocation_reason = ? WHERE serial_hex = ? AND status = 'valid'")
+                .bind(rfc3339(at))
+                .bind(reason.name())
+                .bind(serial_hex),
+        )
+        .await
     }
 
     /// Revoked certificates for the CRL.
@@ -287,10 +305,10 @@ impl CaDb {
 
     /// Allocates the next CRL number (inside the caller's transaction).
     pub async fn next_crl_number(&mut self) -> Result<u64, DbError> {
-        sqlx::query("UPDATE crl_state SET last_number = last_number + 1 WHERE id = 1")
-            .execute(&mut self.conn)
-            .await
-            .map_err(|e| self.err(e))?;
+        self.execute(sqlx::query(
+            "UPDATE crl_state SET last_number = last_number + 1 WHERE id = 1",
+        ))
+        .await?;
         let row = sqlx::query("SELECT last_number FROM crl_state WHERE id = 1")
             .fetch_one(&mut self.conn)
             .await
@@ -303,25 +321,24 @@ impl CaDb {
     pub async fn upsert_peer(&mut self, peer: &PeerRecord) -> Result<(), DbError> {
         let endpoints =
             serde_json::to_string(&peer.endpoints).map_err(|e| DbError::Corrupt(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO peers (node_id, subject, subject_der, spki_der, root_fingerprint, endpoints, status, added_at, updated_at)
+        self.execute(
+            sqlx::query(
+                "INSERT INTO peers (node_id, subject, subject_der, spki_der, root_fingerprint, endpoints, status, added_at, updated_at)
              VALUES (?, ?, ?, ?, ?, ?, 'active', ?, ?)
              ON CONFLICT (node_id) DO UPDATE SET subject = excluded.subject, subject_der = excluded.subject_der,
                root_fingerprint = excluded.root_fingerprint, endpoints = excluded.endpoints, status = 'active',
                updated_at = excluded.updated_at",
+            )
+            .bind(&peer.node_id)
+            .bind(&peer.subject)
+            .bind(&peer.subject_der)
+            .bind(&peer.spki_der)
+            .bind(&peer.root_fingerprint)
+            .bind(endpoints)
+            .bind(&peer.added_at)
+            .bind(&peer.updated_at),
         )
-        .bind(&peer.node_id)
-        .bind(&peer.subject)
-        .bind(&peer.subject_der)
-        .bind(&peer.spki_der)
-        .bind(&peer.root_fingerprint)
-        .bind(endpoints)
-        .bind(&peer.added_at)
-        .bind(&peer.updated_at)
-        .execute(&mut self.conn)
         .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
     }
 
     /// Records the cross-cert a partner issued to us.
@@ -331,16 +348,13 @@ impl CaDb {
         serial_hex: &str,
         now: OffsetDateTime,
     ) -> Result<(), DbError> {
-        sqlx::query(
+        self.update_peer(
             "UPDATE peers SET registered_cert_serial = ?, updated_at = ? WHERE node_id = ?",
+            node_id,
+            serial_hex,
+            now,
         )
-        .bind(serial_hex)
-        .bind(rfc3339(now))
-        .bind(node_id)
-        .execute(&mut self.conn)
         .await
-        .map_err(|e| self.err(e))?;
-        Ok(())
     }
 
     /// Marks a partner revoked (its links must be refused).
@@ -350,23 +364,37 @@ impl CaDb {
         status: &str,
         now: OffsetDateTime,
     ) -> Result<(), DbError> {
-        sqlx::query("UPDATE peers SET status = ?, updated_at = ? WHERE node_id = ?")
-            .bind(status)
-            .bind(rfc3339(now))
-            .bind(node_id)
-            .execute(&mut self.conn)
-            .await
-            .map_err(|e| self.err(e))?;
-        Ok(())
+        self.update_peer(
+            "UPDATE peers SET status = ?, updated_at = ? WHERE node_id = ?",
+            node_id,
+            status,
+            now,
+        )
+        .await
+    }
+
+    /// Changing one column of a partner always stamps `updated_at` too; `sql` is a
+    /// fixed statement (never built from input) binding value, time and node id.
+    async fn update_peer(
+        &mut self,
+        sql: &'static str,
+        node_id: &str,
+        value: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), DbError> {
+        self.execute(
+            sqlx::query(sql)
+                .bind(value)
+                .bind(rfc3339(now))
+                .bind(node_id),
+        )
+        .await
     }
 
     /// All partners.
     pub async fn peers(&mut self) -> Result<Vec<PeerRecord>, DbError> {
-        let rows = sqlx::query("SELECT * FROM peers ORDER BY node_id")
-            .fetch_all(&mut self.conn)
+        self.fetch_all("SELECT * FROM peers ORDER BY node_id", peer_from_row)
             .await
-            .map_err(|e| self.err(e))?;
-        rows.iter().map(peer_from_row).collect()
     }
 
     /// One partner.

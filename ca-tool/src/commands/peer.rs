@@ -124,9 +124,7 @@ pub async fn sign(
     let now = OffsetDateTime::now_utc();
     let existing = db.peer(&b.identity.node_id).await?;
 
-    db.begin().await?;
-    let mut files = FileTransaction::new();
-    let result = async {
+    super::in_transaction(&mut db, async |db, files| {
         db.upsert_peer(&peer_record(&b, existing.as_ref(), now))
             .await?;
         db.insert_certificate("peer", &issued, Some(&b.identity.node_id), now)
@@ -134,26 +132,15 @@ pub async fn sign(
         files.write(out, issued.pem().as_bytes(), PUBLIC_FILE_MODE)?;
         let peer_dir = ca.peer_dir(&b.identity.node_id);
         files.create_dir(&peer_dir, 0o755)?;
-        files.write(&peer_dir.join(BUNDLE_FILE), &bundle_bytes, PUBLIC_FILE_MODE)?;
-        files.write(
-            &peer_dir.join(ROOT_FILE),
-            pem_certificate(&b.root_der).as_bytes(),
-            PUBLIC_FILE_MODE,
-        )?;
+        write_partner_files(files, &peer_dir, &bundle_bytes, &b)?;
         files.write(
             &peer_dir.join(ISSUED_BY_US),
             issued.pem().as_bytes(),
             PUBLIC_FILE_MODE,
         )?;
-        db.commit().await?;
-        Ok::<(), CliError>(())
-    }
-    .await;
-    if let Err(e) = result {
-        db.rollback().await;
-        files.rollback();
-        return Err(e);
-    }
+        Ok(())
+    })
+    .await?;
     println!(
         "Issued cross-certificate {} for {} (serial {}, valid until {}{})",
         out.display(),
@@ -187,9 +174,7 @@ pub async fn register(dir: &Path, bundle_path: &Path, cert_path: &Path) -> CliRe
     let now = OffsetDateTime::now_utc();
     let existing = db.peer(&b.identity.node_id).await?;
 
-    db.begin().await?;
-    let mut files = FileTransaction::new();
-    let result = async {
+    super::in_transaction(&mut db, async |db, files| {
         if existing.is_none() {
             db.upsert_peer(&peer_record(&b, None, now)).await?;
         }
@@ -198,27 +183,16 @@ pub async fn register(dir: &Path, bundle_path: &Path, cert_path: &Path) -> CliRe
         let peer_dir = ca.peer_dir(&b.identity.node_id);
         files.create_dir(&peer_dir, 0o755)?;
         if !peer_dir.join(BUNDLE_FILE).exists() {
-            files.write(&peer_dir.join(BUNDLE_FILE), &bundle_bytes, PUBLIC_FILE_MODE)?;
-            files.write(
-                &peer_dir.join(ROOT_FILE),
-                pem_certificate(&b.root_der).as_bytes(),
-                PUBLIC_FILE_MODE,
-            )?;
+            write_partner_files(files, &peer_dir, &bundle_bytes, &b)?;
         }
         files.write(
             &peer_dir.join(ISSUED_TO_US),
             pem_certificate(&cert_der).as_bytes(),
             PUBLIC_FILE_MODE,
         )?;
-        db.commit().await?;
-        Ok::<(), CliError>(())
-    }
-    .await;
-    if let Err(e) = result {
-        db.rollback().await;
-        files.rollback();
-        return Err(e);
-    }
+        Ok(())
+    })
+    .await?;
     println!(
         "Registered the cross-certificate that {} issued to us (serial {serial_hex}, valid until {}).",
         b.identity.node_id,
@@ -230,6 +204,23 @@ pub async fn register(dir: &Path, bundle_path: &Path, cert_path: &Path) -> CliRe
             b.identity.node_id
         );
     }
+    Ok(())
+}
+
+/// Both halves of a partnership must store the partner's bundle and root under the
+/// same names and modes: gateways and later commands read them from there.
+fn write_partner_files(
+    files: &mut FileTransaction,
+    peer_dir: &Path,
+    bundle_bytes: &[u8],
+    b: &VerifiedBundle,
+) -> CliResult {
+    files.write(&peer_dir.join(BUNDLE_FILE), bundle_bytes, PUBLIC_FILE_MODE)?;
+    files.write(
+        &peer_dir.join(ROOT_FILE),
+        pem_certificate(&b.root_der).as_bytes(),
+        PUBLIC_FILE_MODE,
+    )?;
     Ok(())
 }
 

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use shared::cadb::CaDb;
-use shared::fsutil::{FileTransaction, PUBLIC_FILE_MODE};
+use shared::fsutil::PUBLIC_FILE_MODE;
 use shared::profiles::{pem_crl, Reason, RootSigner};
 use time::OffsetDateTime;
 
@@ -82,38 +82,22 @@ pub async fn revoke(
 
     let signer = ca.signer(passphrase)?;
     let now = OffsetDateTime::now_utc();
-    db.begin().await?;
-    let mut files = FileTransaction::new();
-    let result = async {
+    let number = super::in_transaction(&mut db, async |db, files| {
         for s in &serials {
             db.revoke_certificate(s, now, reason).await?;
         }
         if let Some(id) = &peer_id {
             db.set_peer_status(id, "revoked", now).await?;
         }
-        let (number, crl) = publish(&mut db, &signer, crl_days).await?;
+        let (number, crl) = publish(db, &signer, crl_days).await?;
         files.write(
             &ca.dir.join(CRL_FILE),
             pem_crl(&crl).as_bytes(),
             PUBLIC_FILE_MODE,
         )?;
-        Ok::<u64, CliError>(number)
-    }
-    .await;
-    let number = match result {
-        Ok(n) => {
-            if let Err(e) = db.commit().await {
-                files.rollback();
-                return Err(e.into());
-            }
-            n
-        }
-        Err(e) => {
-            db.rollback().await;
-            files.rollback();
-            return Err(e);
-        }
-    };
+        Ok(number)
+    })
+    .await?;
     for s in &serials {
         println!("Revoked certificate {s} ({}).", reason.name());
     }
@@ -134,30 +118,14 @@ pub async fn crl(dir: &Path, out: &Path, days: u32, passphrase: &PassphraseArg) 
     let mut db = ca.db().await?;
     shared::profiles::validity_days(days)?;
     let signer = ca.signer(passphrase)?;
-    db.begin().await?;
-    let mut files = FileTransaction::new();
-    let result = async {
-        let (number, crl) = publish(&mut db, &signer, days).await?;
+    let (number, count) = super::in_transaction(&mut db, async |db, files| {
+        let (number, crl) = publish(db, &signer, days).await?;
         let pem = pem_crl(&crl);
         files.write(out, pem.as_bytes(), PUBLIC_FILE_MODE)?;
         files.write(&ca.dir.join(CRL_FILE), pem.as_bytes(), PUBLIC_FILE_MODE)?;
-        Ok::<(u64, usize), CliError>((number, db.revoked().await?.len()))
-    }
-    .await;
-    let (number, count) = match result {
-        Ok(r) => {
-            if let Err(e) = db.commit().await {
-                files.rollback();
-                return Err(e.into());
-            }
-            r
-        }
-        Err(e) => {
-            db.rollback().await;
-            files.rollback();
-            return Err(e);
-        }
-    };
+        Ok((number, db.revoked().await?.len()))
+    })
+    .await?;
     println!(
         "Wrote CRL #{number} with {count} revoked certificate(s) to {}, valid for {days} days.",
         out.display()

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use shared::cadb::rfc3339;
-use shared::fsutil::{FileTransaction, PUBLIC_FILE_MODE};
+use shared::fsutil::PUBLIC_FILE_MODE;
 use shared::pemfile::{self, ObjectKind};
 use time::OffsetDateTime;
 
@@ -39,27 +39,12 @@ pub async fn sign(
     let signer = ca.signer(passphrase)?;
     let issued = signer.issue_server_cert(&csr, days)?;
     let now = OffsetDateTime::now_utc();
-    db.begin().await?;
-    let mut files = FileTransaction::new();
-    let result = async {
+    super::in_transaction(&mut db, async |db, files| {
         db.insert_certificate("server", &issued, None, now).await?;
         files.write(out, issued.pem().as_bytes(), PUBLIC_FILE_MODE)?;
-        Ok::<(), CliError>(())
-    }
-    .await;
-    match result {
-        Ok(()) => {
-            if let Err(e) = db.commit().await {
-                files.rollback();
-                return Err(e.into());
-            }
-        }
-        Err(e) => {
-            db.rollback().await;
-            files.rollback();
-            return Err(e);
-        }
-    }
+        Ok(())
+    })
+    .await?;
     println!(
         "Issued server certificate {} for {} (serial {}, valid until {}{}).",
         out.display(),
