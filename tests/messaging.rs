@@ -15,20 +15,23 @@
 //! `peerlink_e2e::gateway::Net`). `PEERLINK_CHAOS_SEED` replays a chaos schedule;
 //! `PEERLINK_E2E_MESSAGES` changes the number of messages each way (default 20,000).
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use peerlink_e2e::gateway::{admin_status, peer_gateway_path, wait_for, Net, WAIT};
 use peerlink_e2e::messaging::{
-    batch_json, parse_inbox, parse_test_body, postgres_available, tail, test_body, test_id,
+    batch_json, parse_inbox, postgres_available, sqlite_url, tail, test_body, wait_outboxes_empty,
     write_messaging_config, Api, Backend, Outgoing, PgDatabase, Received, Response, Rng,
     MESSAGING_LINK,
+};
+use peerlink_e2e::traffic::{
+    chaos_seed, consume, env_count, join_all, join_thread, order_report, produce, AbortOnPanic,
+    ConsumerPlan, ProducerPlan, Traffic,
 };
 use peerlink_e2e::{args, run, Outcome};
 
@@ -50,10 +53,7 @@ fn setup(
     let net = Net::mesh(&AB);
     for name in AB {
         let url = match backend {
-            Backend::Sqlite => format!(
-                "sqlite://{}",
-                net.path(&format!("{name}-messages.db")).display()
-            ),
+            Backend::Sqlite => sqlite_url(&net, name),
             Backend::Postgres => {
                 let db = PgDatabase::create(name);
                 let url = db.url.clone();
@@ -64,6 +64,24 @@ fn setup(
         write_messaging_config(net.node(name), &url, &top(name), link);
     }
     net
+}
+
+/// Writes [`TOKEN`] to `<name>.token` and rewrites `name`'s config (SQLite store,
+/// [`MESSAGING_LINK`]) to require it, after the top-level keys `top`. Returns the
+/// token file.
+fn require_token(net: &Net, name: &str, top: &str) -> PathBuf {
+    let token_file = net.path(&format!("{name}.token"));
+    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
+    write_messaging_config(
+        net.node(name),
+        &sqlite_url(net, name),
+        &format!(
+            "{top}api_token_file = {:?}\n",
+            token_file.display().to_string()
+        ),
+        MESSAGING_LINK,
+    );
+    token_file
 }
 
 /// Waits until the API of `api` answers `GET /v1/peers/{peer}` (its store is open).
@@ -112,6 +130,26 @@ fn expect_accepted(r: &Result<Response, String>, what: &str) -> serde_json::Valu
     r.json().unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
+/// Asserts a 202 that names Message-Id `id` and says whether it was a `duplicate`.
+#[track_caller]
+fn expect_dedup(r: &Result<Response, String>, what: &str, id: &str, duplicate: bool) {
+    let v = expect_accepted(r, what);
+    assert_eq!(
+        (v["id"].as_str(), v["duplicate"].as_bool()),
+        (Some(id), Some(duplicate)),
+        "{v}"
+    );
+}
+
+/// Asserts a 202 to a batch that answers Message-Ids `ids`, `duplicates` of them
+/// duplicates.
+#[track_caller]
+fn expect_batch_dedup(r: &Result<Response, String>, what: &str, ids: &[&str], duplicates: u64) {
+    let v = expect_accepted(r, what);
+    assert_eq!(v["ids"], serde_json::json!(ids), "{v}");
+    assert_eq!(v["duplicates"], duplicates, "{v}");
+}
+
 #[track_caller]
 fn assert_depth(api: &Api, peer: &str, expected: i64, what: &str) {
     let depth = api
@@ -138,10 +176,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(180);
 const BATCH_DEADLINE: Duration = Duration::from_secs(120);
 
 fn messages_per_side() -> usize {
-    std::env::var("PEERLINK_E2E_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000)
+    env_count("PEERLINK_E2E_MESSAGES", 20_000)
 }
 
 /// `[link]` of the chaos test: fast timings and a window smaller than a burst, so
@@ -150,318 +185,13 @@ fn chaos_link() -> String {
     format!("{MESSAGING_LINK}window_frames = 256\nwindow_bytes = 262144\n")
 }
 
-/// State shared by the threads of the chaos test.
-struct Shared {
-    /// Something failed: every thread stops.
-    abort: AtomicBool,
-    /// Messages accepted (first time) plus messages received (first time), all sides.
-    progress: AtomicUsize,
-    /// Set once everything drained: consumers take what is left and stop.
-    stop_consumers: AtomicBool,
-    /// Every kill of the schedule done and the killed gateway back up.
-    chaos_finished: AtomicBool,
-    /// Distinct messages received by the consumer of a and of b.
-    received: [AtomicUsize; 2],
-    /// When the chaos test started.
-    start: Instant,
-}
-
-impl Shared {
-    fn aborted(&self) -> bool {
-        self.abort.load(Ordering::SeqCst)
-    }
-
-    fn secs(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
-    }
-}
-
-/// Sets `abort` when the thread holding it unwinds.
-struct AbortOnPanic<'a>(&'a AtomicBool);
-
-impl Drop for AbortOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct ProducerReport {
-    sender: String,
-    accepted: usize,
-    batches: usize,
-    /// Requests that failed (connection refused/reset, 503) and were retried.
-    failed_attempts: usize,
-    /// Retries answered "all duplicates": the failed attempt had been committed.
-    retries_found_committed: usize,
-    /// Accepted batches deliberately submitted again (must be all duplicates).
-    probes: usize,
-    problems: Vec<String>,
-    finished_at: Option<f64>,
-}
-
-fn produce(
-    api: &Api,
-    sender: &str,
-    peer_id: &str,
-    n: usize,
-    seed: u64,
-    sh: &Shared,
-) -> ProducerReport {
-    let _guard = AbortOnPanic(&sh.abort);
-    let mut rng = Rng::new(seed);
-    let mut rep = ProducerReport {
-        sender: sender.to_string(),
-        ..ProducerReport::default()
-    };
-    let problem = |rep: &mut ProducerReport, p: String| {
-        eprintln!("[{:7.2}s] producer {sender}: {p}", sh.secs());
-        rep.problems.push(p);
-        sh.abort.store(true, Ordering::SeqCst);
-    };
-    for start in (0..n).step_by(CHUNK) {
-        let batch: Vec<Outgoing> = (start..n.min(start + CHUNK))
-            .map(|i| Outgoing {
-                id: Some(test_id(sender, i)),
-                content_type: Some(CHAOS_TYPE.to_string()),
-                body: test_body(sender, i, BODY_BYTES),
-            })
-            .collect();
-        let ids: Vec<String> = batch.iter().filter_map(|m| m.id.clone()).collect();
-        let body = batch_json(&batch);
-        let began = Instant::now();
-        let mut attempt = 0usize;
-        let mut last_error = String::new();
-        loop {
-            if sh.aborted() {
-                return rep;
-            }
-            if began.elapsed() > BATCH_DEADLINE {
-                problem(
-                    &mut rep,
-                    format!(
-                        "batch at index {start} not accepted within {BATCH_DEADLINE:?} ({attempt} attempts); last: {last_error}"
-                    ),
-                );
-                return rep;
-            }
-            match api.send_batch_raw(peer_id, body.as_bytes()) {
-                Ok(r) if r.code == 202 => {
-                    let v = match r.json() {
-                        Ok(v) => v,
-                        Err(e) => {
-                            problem(&mut rep, e);
-                            return rep;
-                        }
-                    };
-                    let got: Vec<String> = v["ids"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|x| x.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let dups = v["duplicates"].as_u64().unwrap_or(u64::MAX) as usize;
-                    if got != ids {
-                        problem(
-                            &mut rep,
-                            format!("batch at {start}: answered ids differ from the Message-Ids sent: {v}"),
-                        );
-                        return rep;
-                    }
-                    if attempt == 0 && dups != 0 {
-                        problem(
-                            &mut rep,
-                            format!(
-                                "batch at {start}: first submission reported {dups} duplicates"
-                            ),
-                        );
-                    } else if dups != 0 && dups != ids.len() {
-                        problem(
-                            &mut rep,
-                            format!(
-                                "batch at {start}: retry reported {dups} of {} duplicates: the failed attempt was stored partly (not atomic)",
-                                ids.len()
-                            ),
-                        );
-                    } else if dups == ids.len() {
-                        rep.retries_found_committed += 1;
-                    }
-                    break;
-                }
-                Ok(r) if r.code == 503 => {
-                    rep.failed_attempts += 1;
-                    last_error = r.describe();
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Ok(r) => {
-                    problem(
-                        &mut rep,
-                        format!("batch at {start}: unexpected answer {}", r.describe()),
-                    );
-                    return rep;
-                }
-                Err(e) => {
-                    // Killed or restarting: retry the same Message-Ids.
-                    rep.failed_attempts += 1;
-                    last_error = e;
-                    std::thread::sleep(Duration::from_millis(rng.range(20, 80)));
-                }
-            }
-            attempt += 1;
-        }
-        rep.accepted += ids.len();
-        rep.batches += 1;
-        sh.progress.fetch_add(ids.len(), Ordering::SeqCst);
-        // Now and then resubmit an accepted batch: it must be all duplicates.
-        if rng.unit() < 0.05 {
-            if let Ok(r) = api.send_batch_raw(peer_id, body.as_bytes()) {
-                if r.code == 202 {
-                    rep.probes += 1;
-                    let dups = r.json().ok().and_then(|v| v["duplicates"].as_u64());
-                    if dups != Some(ids.len() as u64) {
-                        problem(
-                            &mut rep,
-                            format!(
-                                "batch at {start} resubmitted after acceptance: expected {} duplicates, got {}",
-                                ids.len(),
-                                r.describe()
-                            ),
-                        );
-                        return rep;
-                    }
-                }
-            }
-        }
-    }
-    rep.finished_at = Some(sh.secs());
-    rep
-}
-
-#[derive(Debug, Default)]
-struct ConsumerReport {
-    receiver: String,
-    /// Indices of the messages in the order they first arrived.
-    first_arrivals: Vec<usize>,
-    /// Messages returned again before their ack succeeded (allowed).
-    redeliveries: usize,
-    /// Ids returned again after a successful ack (duplicates).
-    after_ack: Vec<String>,
-    /// Messages that are not what was sent (wrong sender, body, type, id).
-    bad: Vec<String>,
-    polls: usize,
-    failed_polls: usize,
-    acks: usize,
-    failed_acks: usize,
-}
-
-fn consume(
-    api: &Api,
-    receiver: &str,
-    slot: usize,
-    sender: &str,
-    sender_id: &str,
-    sh: &Shared,
-) -> ConsumerReport {
-    let _guard = AbortOnPanic(&sh.abort);
-    let mut rep = ConsumerReport {
-        receiver: receiver.to_string(),
-        ..ConsumerReport::default()
-    };
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut acked: HashSet<String> = HashSet::new();
-    loop {
-        if sh.aborted() {
-            return rep;
-        }
-        let stopping = sh.stop_consumers.load(Ordering::SeqCst);
-        rep.polls += 1;
-        let page = match api.inbox(500, if stopping { 0 } else { CONSUMER_WAIT_S }) {
-            Ok(p) => p,
-            Err(_) => {
-                rep.failed_polls += 1;
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        if page.is_empty() {
-            if stopping {
-                return rep;
-            }
-            continue;
-        }
-        let mut in_page = HashSet::new();
-        for m in &page {
-            if !in_page.insert(m.id.clone()) {
-                rep.bad.push(format!("id {} twice in one inbox page", m.id));
-            }
-            if acked.contains(&m.id) {
-                rep.after_ack.push(m.id.clone());
-                continue;
-            }
-            if !seen.insert(m.id.clone()) {
-                rep.redeliveries += 1;
-                continue;
-            }
-            match check_message(m, sender, sender_id) {
-                Ok(index) => rep.first_arrivals.push(index),
-                Err(e) => rep.bad.push(e),
-            }
-            sh.received[slot].fetch_add(1, Ordering::SeqCst);
-            sh.progress.fetch_add(1, Ordering::SeqCst);
-        }
-        let ids: Vec<String> = page.iter().map(|m| m.id.clone()).collect();
-        let unique: HashSet<&String> = ids.iter().collect();
-        match api.ack(&ids) {
-            Ok(n) => {
-                rep.acks += 1;
-                if n != unique.len() as u64 {
-                    rep.bad.push(format!(
-                        "ack of {} ids just returned by the inbox removed {n}",
-                        unique.len()
-                    ));
-                }
-                acked.extend(ids);
-            }
-            // Lost with a killed gateway: the messages come again (or, if the ack
-            // was committed, never again). Both are fine.
-            Err(_) => rep.failed_acks += 1,
-        }
-    }
-}
-
-/// The index of a chaos message that is exactly what `sender` sent.
-fn check_message(m: &Received, sender: &str, sender_id: &str) -> Result<usize, String> {
-    if m.from != sender_id {
-        return Err(format!("{} from {} (expected {sender_id})", m.id, m.from));
-    }
-    if m.content_type != CHAOS_TYPE {
-        return Err(format!("{} has content type {:?}", m.id, m.content_type));
-    }
-    match parse_test_body(&m.body) {
-        Some((s, index)) if s == sender && m.id == test_id(sender, index) => Ok(index),
-        Some((s, index)) => Err(format!(
-            "{} carries the body of message {index} from {s}",
-            m.id
-        )),
-        None => Err(format!(
-            "{}: body of {} bytes is not a message that was sent",
-            m.id,
-            m.body.len()
-        )),
-    }
-}
-
 fn chaos(
     net: &Mutex<Net>,
     apis: &[Api; 2],
     ids: &[String; 2],
     seed: u64,
     total: usize,
-    sh: &Shared,
+    sh: &Traffic,
 ) -> Vec<String> {
     let _guard = AbortOnPanic(&sh.abort);
     let mut rng = Rng::new(seed ^ 0x00c4_a05c_4a05_c4a0);
@@ -522,53 +252,6 @@ fn chaos(
     log
 }
 
-/// Joins a thread; a panic becomes a failure line.
-fn join_thread<T>(
-    h: std::thread::ScopedJoinHandle<'_, T>,
-    what: &str,
-    failures: &mut Vec<String>,
-) -> Option<T> {
-    match h.join() {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            failures.push(format!("the {what} thread panicked: {msg}"));
-            None
-        }
-    }
-}
-
-/// Missing, out-of-order and gap counts of one direction.
-fn order_report(first: &[usize], n: usize) -> (usize, usize, usize, Vec<usize>) {
-    let mut got = vec![false; n];
-    let mut unknown = 0;
-    for &i in first {
-        if i < n {
-            got[i] = true;
-        } else {
-            unknown += 1;
-        }
-    }
-    let missing: Vec<usize> = (0..n).filter(|&i| !got[i]).collect();
-    let mut out_of_order = 0;
-    let mut gaps = 0;
-    let mut max: Option<usize> = None;
-    for &i in first {
-        match max {
-            Some(m) if i < m => out_of_order += 1,
-            Some(m) if i > m + 1 => gaps += 1,
-            None if i != 0 => gaps += 1,
-            _ => {}
-        }
-        max = Some(max.map_or(i, |m| m.max(i)));
-    }
-    (unknown, out_of_order, gaps, missing)
-}
-
 #[test]
 fn order_report_counts_missing_reordered_and_gaps() {
     assert_eq!(order_report(&[0, 1, 2, 3], 4), (0, 0, 0, vec![]));
@@ -583,10 +266,7 @@ fn exactly_once_under_crashes(backend: Backend) {
         return;
     }
     let n = messages_per_side();
-    let seed = std::env::var("PEERLINK_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(Rng::fresh_seed);
+    let seed = chaos_seed();
     eprintln!(
         "{test}: {n} messages each way; chaos seed {seed} (replay with PEERLINK_CHAOS_SEED={seed})"
     );
@@ -607,89 +287,72 @@ fn exactly_once_under_crashes(backend: Backend) {
         setup_start.elapsed().as_secs_f64()
     );
     let net = Mutex::new(net);
-    let sh = Shared {
-        abort: AtomicBool::new(false),
-        progress: AtomicUsize::new(0),
-        stop_consumers: AtomicBool::new(false),
-        chaos_finished: AtomicBool::new(false),
-        received: [AtomicUsize::new(0), AtomicUsize::new(0)],
-        start: Instant::now(),
-    };
+    let sh = Traffic::new();
     let total = 4 * n;
     let mut failures: Vec<String> = Vec::new();
     let mut drained_at = None;
+    // a sends to b through a's API (seed ^ 1), b to a (seed ^ 2); each retries
+    // through its one API after a random 20-80 ms and probes 5% of its batches.
+    let producer = |t: usize| ProducerPlan {
+        sender: AB[t],
+        peer_id: &ids[1 - t],
+        n,
+        chunk: CHUNK,
+        body_bytes: BODY_BYTES,
+        content_type: CHAOS_TYPE,
+        batch_deadline: BATCH_DEADLINE,
+        busy_pause: Duration::from_millis(100),
+        error_pause_ms: 20..=80,
+        probe_rate: 0.05,
+        pace: Duration::ZERO,
+        seed: seed ^ (t as u64 + 1),
+    };
+    // a's consumer receives from b (slot 0), b's from a (slot 1); bare-id acks.
+    let consumer = |t: usize| ConsumerPlan {
+        receiver: AB[t],
+        slot: t,
+        sender: AB[1 - t],
+        sender_id: &ids[1 - t],
+        content_type: CHAOS_TYPE,
+        wait_s: CONSUMER_WAIT_S,
+        ack_with_sender: false,
+    };
     let (producers, consumers, kills) = std::thread::scope(|s| {
         let (sh, apis, ids, net) = (&sh, &apis, &ids, &net);
-        // a sends to b through a's API; b's consumer receives from a.
-        let pa = s.spawn(move || produce(&apis[0], "a", &ids[1], n, seed ^ 1, sh));
-        let pb = s.spawn(move || produce(&apis[1], "b", &ids[0], n, seed ^ 2, sh));
-        let ca = s.spawn(move || consume(&apis[0], "a", 0, "b", &ids[1], sh));
-        let cb = s.spawn(move || consume(&apis[1], "b", 1, "a", &ids[0], sh));
+        let (plan_pa, plan_pb) = (producer(0), producer(1));
+        let (plan_ca, plan_cb) = (consumer(0), consumer(1));
+        let pa = s.spawn(move || produce(std::slice::from_ref(&apis[0]), &plan_pa, sh));
+        let pb = s.spawn(move || produce(std::slice::from_ref(&apis[1]), &plan_pb, sh));
+        let ca = s.spawn(move || consume(std::slice::from_ref(&apis[0]), &plan_ca, sh));
+        let cb = s.spawn(move || consume(std::slice::from_ref(&apis[1]), &plan_cb, sh));
         let ch = s.spawn(move || chaos(net, apis, ids, seed, total, sh));
-        let mut producers = Vec::new();
-        for (h, what) in [(pa, "producer a"), (pb, "producer b")] {
-            if let Some(r) = join_thread(h, what, &mut failures) {
-                producers.push(r);
-            }
-        }
-        let last_submit = Instant::now();
-        eprintln!(
-            "[{:7.2}s] producers done; draining (bound {DRAIN_DEADLINE:?})",
-            sh.secs()
-        );
-        loop {
-            if sh.aborted() {
-                failures.push("a thread reported a problem (see above); stopped".into());
-                break;
-            }
-            if sh.chaos_finished.load(Ordering::SeqCst) {
+        let producers = join_all([(pa, "producer a"), (pb, "producer b")], &mut failures);
+        let drained = sh.drain(
+            n,
+            DRAIN_DEADLINE,
+            "the producers finished",
+            || [apis[0].outbox_depth(&ids[1]), apis[1].outbox_depth(&ids[0])],
+            || {
+                if !sh.chaos_finished.load(Ordering::SeqCst) {
+                    return None;
+                }
                 let mut net = net.lock().unwrap_or_else(|p| p.into_inner());
                 let dead: Vec<String> = net
                     .nodes
                     .iter_mut()
                     .filter_map(|node| (!node.is_running()).then(|| node.name.clone()))
                     .collect();
-                if !dead.is_empty() {
-                    failures.push(format!(
-                        "gateway(s) {dead:?} stopped running on their own while draining"
-                    ));
-                    sh.abort.store(true, Ordering::SeqCst);
-                    break;
-                }
-            }
-            let received = [
-                sh.received[0].load(Ordering::SeqCst),
-                sh.received[1].load(Ordering::SeqCst),
-            ];
-            let depths = [apis[0].outbox_depth(&ids[1]), apis[1].outbox_depth(&ids[0])];
-            let finished = sh.chaos_finished.load(Ordering::SeqCst);
-            if finished
-                && received == [n, n]
-                && depths.iter().all(|d| d.as_ref().is_ok_and(|d| *d == 0))
-            {
-                drained_at = Some(sh.secs());
-                break;
-            }
-            let last = format!(
-                "received by a {}, by b {}; outbox depth a->b {:?}, b->a {:?}; chaos finished {finished}",
-                received[0], received[1], depths[0], depths[1]
-            );
-            if last_submit.elapsed() > DRAIN_DEADLINE {
-                failures.push(format!(
-                    "not drained {DRAIN_DEADLINE:?} after the last submit: {last}"
-                ));
-                sh.abort.store(true, Ordering::SeqCst);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
+                (!dead.is_empty()).then(|| {
+                    format!("gateway(s) {dead:?} stopped running on their own while draining")
+                })
+            },
+        );
+        match drained {
+            Ok(at) => drained_at = Some(at),
+            Err(e) => failures.push(e),
         }
-        sh.stop_consumers.store(true, Ordering::SeqCst);
-        let mut consumers = Vec::new();
-        for (h, what) in [(ca, "consumer a"), (cb, "consumer b")] {
-            if let Some(r) = join_thread(h, what, &mut failures) {
-                consumers.push(r);
-            }
-        }
+        sh.stop.store(true, Ordering::SeqCst);
+        let consumers = join_all([(ca, "consumer a"), (cb, "consumer b")], &mut failures);
         sh.abort.store(true, Ordering::SeqCst); // stops the chaos thread if still waiting
         let kills = join_thread(ch, "chaos", &mut failures).unwrap_or_default();
         (producers, consumers, kills)
@@ -736,81 +399,11 @@ fn exactly_once_under_crashes(backend: Backend) {
         ));
     }
     for p in &producers {
-        let _ = writeln!(
-            summary,
-            "  producer {}: {} accepted in {} batches, {} failed attempts retried, {} retries found the batch already committed, {} resubmission probes, done at {}",
-            p.sender,
-            p.accepted,
-            p.batches,
-            p.failed_attempts,
-            p.retries_found_committed,
-            p.probes,
-            p.finished_at.map_or("-".into(), |t| format!("{t:.1} s"))
-        );
-        failures.extend(
-            p.problems
-                .iter()
-                .map(|e| format!("producer {}: {e}", p.sender)),
-        );
-        if p.accepted != n {
-            failures.push(format!(
-                "producer {} got only {} of {n} accepted",
-                p.sender, p.accepted
-            ));
-        }
+        let _ = writeln!(summary, "  {}", p.summary());
+        p.add_failures(n, &mut failures);
     }
     for c in &consumers {
-        let sender = if c.receiver == "a" { "b" } else { "a" };
-        let (unknown, out_of_order, gaps, missing) = order_report(&c.first_arrivals, n);
-        let _ = writeln!(
-            summary,
-            "  {sender} -> {}: {} distinct received, {} missing, {} returned again after ack (duplicates), {} out of order, {} gaps, {} bad, {} unknown; {} redeliveries of unacknowledged messages, {} polls ({} failed), {} acks ({} lost)",
-            c.receiver,
-            c.first_arrivals.len(),
-            missing.len(),
-            c.after_ack.len(),
-            out_of_order,
-            gaps,
-            c.bad.len(),
-            unknown,
-            c.redeliveries,
-            c.polls,
-            c.failed_polls,
-            c.acks,
-            c.failed_acks
-        );
-        if !missing.is_empty() {
-            failures.push(format!(
-                "{sender} -> {}: {} of {n} messages never arrived, e.g. indices {:?}",
-                c.receiver,
-                missing.len(),
-                &missing[..missing.len().min(20)]
-            ));
-        }
-        if !c.after_ack.is_empty() {
-            failures.push(format!(
-                "{sender} -> {}: {} messages delivered again after they were acknowledged (duplicates), e.g. {:?}",
-                c.receiver,
-                c.after_ack.len(),
-                &c.after_ack[..c.after_ack.len().min(20)]
-            ));
-        }
-        if out_of_order > 0 || gaps > 0 {
-            let head: Vec<usize> = c.first_arrivals.iter().take(40).copied().collect();
-            failures.push(format!(
-                "{sender} -> {}: FIFO order broken: {out_of_order} arrivals out of order, {gaps} gaps; first arrivals {head:?}",
-                c.receiver
-            ));
-        }
-        if !c.bad.is_empty() || unknown > 0 || c.first_arrivals.len() > n {
-            failures.push(format!(
-                "{sender} -> {}: {} wrong messages, {unknown} unknown indices, {} distinct arrivals for {n} sent; e.g. {:?}",
-                c.receiver,
-                c.bad.len(),
-                c.first_arrivals.len(),
-                &c.bad[..c.bad.len().min(10)]
-            ));
-        }
+        c.judge(n, &mut summary, &mut failures);
     }
     eprint!("{summary}");
     if !failures.is_empty() {
@@ -852,22 +445,14 @@ fn exactly_once_under_crashes_postgres() {
 fn api_rejects_bad_input_and_deduplicates() {
     let mut pg = Vec::new();
     let mut net = setup(Backend::Sqlite, &mut pg, |_| String::new(), MESSAGING_LINK);
-    let token_file = net.path("a.token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
-    let a_url = format!("sqlite://{}", net.path("a-messages.db").display());
-    let b_url = format!("sqlite://{}", net.path("b-messages.db").display());
-    write_messaging_config(
-        net.node("a"),
-        &a_url,
-        &format!(
-            "max_message_bytes = 65536\nmax_outbox_messages = 5\napi_token_file = {:?}\n",
-            token_file.display().to_string()
-        ),
-        MESSAGING_LINK,
+    require_token(
+        &net,
+        "a",
+        "max_message_bytes = 65536\nmax_outbox_messages = 5\n",
     );
     write_messaging_config(
         net.node("b"),
-        &b_url,
+        &sqlite_url(&net, "b"),
         "max_message_bytes = 65536\n",
         MESSAGING_LINK,
     );
@@ -883,11 +468,7 @@ fn api_rejects_bad_input_and_deduplicates() {
     // --- 401: missing or wrong token, on every endpoint; nothing stored.
     let wrong = anon.with_token("e2e-token-0123456789abcdeX");
     let prefix = anon.with_token(&TOKEN[..TOKEN.len() - 1]);
-    let batch = batch_json(&[Outgoing {
-        id: Some("unauth-1".into()),
-        content_type: None,
-        body: b"x".to_vec(),
-    }]);
+    let batch = batch_json(&[Outgoing::new("unauth-1", b"x")]);
     for (client, who) in [
         (&anon, "no token"),
         (&wrong, "a wrong token"),
@@ -964,16 +545,8 @@ fn api_rejects_bad_input_and_deduplicates() {
         "a body far above max_message_bytes",
     );
     let big_batch = batch_json(&[
-        Outgoing {
-            id: Some("small-1".into()),
-            content_type: None,
-            body: b"small".to_vec(),
-        },
-        Outgoing {
-            id: Some("big-1".into()),
-            content_type: None,
-            body: over.clone(),
-        },
+        Outgoing::new("small-1", b"small"),
+        Outgoing::new("big-1", over.clone()),
     ]);
     expect_error(
         &api.send_batch_raw(&bid, big_batch.as_bytes()),
@@ -1026,11 +599,7 @@ fn api_rejects_bad_input_and_deduplicates() {
     }
     // More than 1000 messages in one batch.
     let too_many: Vec<Outgoing> = (0..1001)
-        .map(|i| Outgoing {
-            id: Some(format!("many-{i}")),
-            content_type: None,
-            body: Vec::new(),
-        })
+        .map(|i| Outgoing::new(&format!("many-{i}"), Vec::new()))
         .collect();
     expect_error(
         &api.send_batch(&bid, &too_many),
@@ -1070,7 +639,7 @@ fn api_rejects_bad_input_and_deduplicates() {
     assert_depth(&api, &bid, 1, "after 400s");
 
     // --- Duplicate Message-Id: the original id, duplicate=true, nothing new stored.
-    let v = expect_accepted(
+    expect_dedup(
         &api.send(
             &bid,
             Some("text/plain; charset=utf-8"),
@@ -1078,14 +647,11 @@ fn api_rejects_bad_input_and_deduplicates() {
             b"the original",
         ),
         "first send of dup-1",
-    );
-    assert_eq!(
-        (v["id"].as_str(), v["duplicate"].as_bool()),
-        (Some("dup-1"), Some(false)),
-        "{v}"
+        "dup-1",
+        false,
     );
     assert_depth(&api, &bid, 2, "after dup-1");
-    let v = expect_accepted(
+    expect_dedup(
         &api.send(
             &bid,
             Some("application/json"),
@@ -1093,64 +659,37 @@ fn api_rejects_bad_input_and_deduplicates() {
             b"{\"changed\":true}",
         ),
         "second send of dup-1",
-    );
-    assert_eq!(
-        (v["id"].as_str(), v["duplicate"].as_bool()),
-        (Some("dup-1"), Some(true)),
-        "{v}"
+        "dup-1",
+        true,
     );
     assert_depth(&api, &bid, 2, "after resending dup-1");
-    let mixed = batch_json(&[
-        Outgoing {
-            id: Some("dup-1".into()),
-            content_type: None,
-            body: b"third body for dup-1".to_vec(),
-        },
-        Outgoing {
-            id: Some("batch-1".into()),
-            content_type: Some("application/x-batch".into()),
-            body: b"batch one".to_vec(),
-        },
-    ]);
-    let v = expect_accepted(
-        &api.send_batch_raw(&bid, mixed.as_bytes()),
+    let mixed = [
+        Outgoing::new("dup-1", b"third body for dup-1"),
+        Outgoing::new("batch-1", b"batch one").typed("application/x-batch"),
+    ];
+    expect_batch_dedup(
+        &api.send_batch(&bid, &mixed),
         "batch with dup-1 and a new id",
+        &["dup-1", "batch-1"],
+        1,
     );
-    assert_eq!(v["ids"], serde_json::json!(["dup-1", "batch-1"]), "{v}");
-    assert_eq!(v["duplicates"], 1, "{v}");
     assert_depth(&api, &bid, 3, "after the mixed batch");
-    let twice = batch_json(&[
-        Outgoing {
-            id: Some("twice".into()),
-            content_type: None,
-            body: b"first twice".to_vec(),
-        },
-        Outgoing {
-            id: Some("twice".into()),
-            content_type: None,
-            body: b"second twice".to_vec(),
-        },
-    ]);
-    let v = expect_accepted(
-        &api.send_batch_raw(&bid, twice.as_bytes()),
+    let twice = [
+        Outgoing::new("twice", b"first twice"),
+        Outgoing::new("twice", b"second twice"),
+    ];
+    expect_batch_dedup(
+        &api.send_batch(&bid, &twice),
         "a batch with one id twice",
+        &["twice", "twice"],
+        1,
     );
-    assert_eq!(v["ids"], serde_json::json!(["twice", "twice"]), "{v}");
-    assert_eq!(v["duplicates"], 1, "{v}");
     assert_depth(&api, &bid, 4, "after the batch with one id twice");
 
     // --- Full outbox (max_outbox_messages = 5, b is down): 503 with Retry-After.
     let pair = batch_json(&[
-        Outgoing {
-            id: Some("pair-1".into()),
-            content_type: None,
-            body: b"p1".to_vec(),
-        },
-        Outgoing {
-            id: Some("pair-2".into()),
-            content_type: None,
-            body: b"p2".to_vec(),
-        },
+        Outgoing::new("pair-1", b"p1"),
+        Outgoing::new("pair-2", b"p2"),
     ]);
     let r = api.send_batch_raw(&bid, pair.as_bytes());
     expect_error(&r, 503, "a batch of 2 with room for 1");
@@ -1177,12 +716,7 @@ fn api_rejects_bad_input_and_deduplicates() {
 
     // --- b comes up: everything drains, in order, each message once.
     net.start("b");
-    wait_for("a's outbox to b to drain", WAIT, || {
-        match api.outbox_depth(&bid) {
-            Ok(0) => Ok(()),
-            other => Err(format!("outbox_depth {other:?}")),
-        }
-    });
+    wait_outboxes_empty("a's outbox to b to drain", &[(&api, &bid)]);
     let got = b_api.peek_all().expect("b's inbox");
     let summary: Vec<(&str, &str, &str)> = got
         .iter()
@@ -1206,14 +740,11 @@ fn api_rejects_bad_input_and_deduplicates() {
     );
     assert_eq!(got[3].body, b"first twice");
     // After delivery the id is still remembered: nothing new is stored or sent.
-    let v = expect_accepted(
+    expect_dedup(
         &api.send(&bid, None, Some("dup-1"), b"late retry"),
         "dup-1 after delivery",
-    );
-    assert_eq!(
-        (v["id"].as_str(), v["duplicate"].as_bool()),
-        (Some("dup-1"), Some(true)),
-        "{v}"
+        "dup-1",
+        true,
     );
     assert_depth(&api, &bid, 0, "after resending a delivered id");
     let ids: Vec<String> = got.iter().map(|m| m.id.clone()).collect();
@@ -1278,6 +809,13 @@ fn gateway_cli(args: &[std::ffi::OsString], stdin: Option<&[u8]>) -> Outcome {
     }
 }
 
+/// Runs `peer-gateway send --peer <peer> --api <api> <rest>` with `stdin`.
+fn cli_send(peer: &str, api: &str, rest: Vec<std::ffi::OsString>, stdin: Option<&[u8]>) -> Outcome {
+    let mut all = args!["send", "--peer", peer, "--api", api];
+    all.extend(rest);
+    gateway_cli(&all, stdin)
+}
+
 /// Receives with `recv --ack --json` until `count` messages came, bounded.
 fn recv_all(api: &str, token: Option<&Path>, count: usize) -> Vec<Received> {
     let mut got: Vec<Received> = Vec::new();
@@ -1309,15 +847,7 @@ fn cli_send_and_recv_round_trip() {
     let mut pg = Vec::new();
     let mut net = setup(Backend::Sqlite, &mut pg, |_| String::new(), MESSAGING_LINK);
     // b requires a token; a does not.
-    let token_file = net.path("b.token");
-    std::fs::write(&token_file, format!("{TOKEN}\n")).expect("write token");
-    let b_url = format!("sqlite://{}", net.path("b-messages.db").display());
-    write_messaging_config(
-        net.node("b"),
-        &b_url,
-        &format!("api_token_file = {:?}\n", token_file.display().to_string()),
-        MESSAGING_LINK,
-    );
+    let token_file = require_token(&net, "b", "");
     net.start_all(&AB);
     net.wait_all_connected(&AB, WAIT);
     let (aid, bid) = (net.id("a"), net.id("b"));
@@ -1329,13 +859,10 @@ fn cli_send_and_recv_round_trip() {
     let text = "Grüße aus A, ✓ été\nline two\n".as_bytes();
     let file = net.path("message.txt");
     std::fs::write(&file, text).expect("write message");
-    let out = gateway_cli(
-        &args![
-            "send",
-            "--peer",
-            &bid,
-            "--api",
-            &a_api,
+    let out = cli_send(
+        &bid,
+        &a_api,
+        args![
             "--content-type",
             "text/plain; charset=utf-8",
             "--message-id",
@@ -1347,10 +874,7 @@ fn cli_send_and_recv_round_trip() {
     out.assert_success();
     assert_eq!(out.stdout.trim(), "cli-1", "send prints the message id");
     let raw = b"from stdin, default type".to_vec();
-    let out = gateway_cli(
-        &args!["send", "--peer", &bid, "--api", &a_api, "-"],
-        Some(&raw),
-    );
+    let out = cli_send(&bid, &a_api, args!["-"], Some(&raw));
     out.assert_success();
     let stdin_id = out.stdout.trim().to_string();
     assert!(
@@ -1358,13 +882,10 @@ fn cli_send_and_recv_round_trip() {
         "generated id {stdin_id:?}"
     );
     let binary: Vec<u8> = (0..=255u8).chain((0..=255u8).rev()).collect();
-    let out = gateway_cli(
-        &args![
-            "send",
-            "--peer",
-            &bid,
-            "--api",
-            &a_api,
+    let out = cli_send(
+        &bid,
+        &a_api,
+        args![
             "--content-type",
             "application/vnd.example+octets; version=\"2\""
         ],
@@ -1373,19 +894,7 @@ fn cli_send_and_recv_round_trip() {
     out.assert_success();
     let binary_id = out.stdout.trim().to_string();
     // Retrying with the same Message-Id prints the same id and stores nothing new.
-    let out = gateway_cli(
-        &args![
-            "send",
-            "--peer",
-            &bid,
-            "--api",
-            &a_api,
-            "--message-id",
-            "cli-1",
-            &file
-        ],
-        None,
-    );
+    let out = cli_send(&bid, &a_api, args!["--message-id", "cli-1", &file], None);
     out.assert_success();
     assert_eq!(out.stdout.trim(), "cli-1");
 
@@ -1440,13 +949,10 @@ fn cli_send_and_recv_round_trip() {
     );
 
     // b -> a with the token, read by the plain-text recv.
-    let out = gateway_cli(
-        &args![
-            "send",
-            "--peer",
-            &aid,
-            "--api",
-            &b_api,
+    let out = cli_send(
+        &aid,
+        &b_api,
+        args![
             "--token-file",
             &token_file,
             "--content-type",
@@ -1478,36 +984,17 @@ fn cli_send_and_recv_round_trip() {
     }
 
     // Errors are clean: unknown peer, unreadable file, nobody listening.
-    gateway_cli(
-        &args![
-            "send",
-            "--peer",
-            "0123456789abcdef0123456789abcdef",
-            "--api",
-            &a_api,
-            &file
-        ],
+    cli_send(
+        "0123456789abcdef0123456789abcdef",
+        &a_api,
+        args![&file],
         None,
     )
     .assert_failure_with("404");
-    gateway_cli(
-        &args![
-            "send",
-            "--peer",
-            &bid,
-            "--api",
-            &a_api,
-            net.path("no-such-file")
-        ],
-        None,
-    )
-    .assert_failure_with("no-such-file");
+    cli_send(&bid, &a_api, args![net.path("no-such-file")], None)
+        .assert_failure_with("no-such-file");
     let closed = format!("127.0.0.1:{}", peerlink_e2e::gateway::free_port());
-    gateway_cli(
-        &args!["send", "--peer", &bid, "--api", &closed, &file],
-        None,
-    )
-    .assert_failure_with("cannot reach");
+    cli_send(&bid, &closed, args![&file], None).assert_failure_with("cannot reach");
     net.terminate_all();
 }
 
@@ -1524,11 +1011,7 @@ fn same_message_id_with_different_peers() {
     const ROUNDS: usize = 100;
     let mut net = Net::mesh(&ABC);
     for name in ABC {
-        let url = format!(
-            "sqlite://{}",
-            net.path(&format!("{name}-messages.db")).display()
-        );
-        write_messaging_config(net.node(name), &url, "", MESSAGING_LINK);
+        write_messaging_config(net.node(name), &sqlite_url(&net, name), "", MESSAGING_LINK);
     }
     net.start_all(&ABC);
     net.wait_all_connected(&ABC, WAIT);
@@ -1547,11 +1030,7 @@ fn same_message_id_with_different_peers() {
             let mut k = 0;
             while sending.load(Ordering::SeqCst) {
                 let batch: Vec<Outgoing> = (0..100)
-                    .map(|j| Outgoing {
-                        id: Some(format!("load-{k}-{j}")),
-                        content_type: None,
-                        body: test_body("load", j, 1024),
-                    })
+                    .map(|j| Outgoing::new(&format!("load-{k}-{j}"), test_body("load", j, 1024)))
                     .collect();
                 expect_accepted(&apis[0].send_batch(&ids[1], &batch), "load batch");
                 k += 1;
@@ -1592,25 +1071,12 @@ fn same_message_id_with_different_peers() {
     }
     let mut delivered = Vec::new();
     for to in [1usize, 2] {
-        wait_for(
+        wait_outboxes_empty(
             &format!("a's outbox to {} to drain", ABC[to]),
-            WAIT,
-            || match apis[0].outbox_depth(&ids[to]) {
-                Ok(0) => Ok(()),
-                other => Err(format!("{other:?}")),
-            },
+            &[(&apis[0], &ids[to])],
         );
-        let mut shared = 0;
-        loop {
-            let page = apis[to].inbox(1000, 0).expect("inbox");
-            if page.is_empty() {
-                break;
-            }
-            shared += page.iter().filter(|m| m.id.starts_with("shared-")).count();
-            let ids: Vec<String> = page.into_iter().map(|m| m.id).collect();
-            apis[to].ack(&ids).expect("ack");
-        }
-        delivered.push(shared);
+        let taken = apis[to].take_all().expect("inbox (read and acknowledged)");
+        delivered.push(taken.iter().filter(|m| m.id.starts_with("shared-")).count());
     }
     assert!(
         wrongly_duplicate.is_empty() && delivered == [ROUNDS, ROUNDS],
@@ -1632,15 +1098,10 @@ fn same_message_id_with_different_peers() {
             );
         }
     }
-    wait_for("b's and c's outboxes to a to drain", WAIT, || {
-        for from in [1usize, 2] {
-            match apis[from].outbox_depth(&ids[0]) {
-                Ok(0) => {}
-                other => return Err(format!("{}: {other:?}", ABC[from])),
-            }
-        }
-        Ok(())
-    });
+    wait_outboxes_empty(
+        "b's and c's outboxes to a to drain",
+        &[(&apis[1], &ids[0]), (&apis[2], &ids[0])],
+    );
     let mut received = Vec::new();
     loop {
         let page = apis[0].inbox(1, 0).expect("a's inbox");
@@ -1693,10 +1154,7 @@ fn same_message_id_with_different_peers() {
 #[test]
 fn acknowledgements_lost_in_a_crash_do_not_cause_redelivery() {
     let mut net = Net::mesh(&["a", "b"]);
-    let urls: Vec<String> = ["a", "b"]
-        .iter()
-        .map(|n| format!("sqlite://{}", net.path(&format!("{n}-m.db")).display()))
-        .collect();
+    let urls: Vec<String> = ["a", "b"].iter().map(|n| sqlite_url(&net, n)).collect();
     write_messaging_config(
         net.node("a"),
         &urls[0],
@@ -1709,28 +1167,14 @@ fn acknowledgements_lost_in_a_crash_do_not_cause_redelivery() {
     let (a, b) = (Api::of(net.node("a")), Api::of(net.node("b")));
     let bid = net.id("b");
     let batch: Vec<Outgoing> = (0..600)
-        .map(|i| Outgoing {
-            id: Some(format!("p-{i}")),
-            content_type: None,
-            body: vec![b'x'; 100],
-        })
+        .map(|i| Outgoing::new(&format!("p-{i}"), vec![b'x'; 100]))
         .collect();
     assert_eq!(a.send_batch(&bid, &batch).unwrap().code, 202);
-    wait_for("a's outbox to drain", WAIT, || match a.outbox_depth(&bid) {
-        Ok(0) => Ok(()),
-        o => Err(format!("{o:?}")),
-    });
-    loop {
-        let page = b.inbox(1000, 0).unwrap();
-        if page.is_empty() {
-            break;
-        }
-        let ids: Vec<String> = page.into_iter().map(|m| m.id).collect();
-        b.ack(&ids).unwrap();
-    }
+    wait_outboxes_empty("a's outbox to drain", &[(&a, &bid)]);
+    b.take_all().unwrap();
     // Put a's store in the state a kill -9 leaves between b's commit and a's ack.
     net.terminate("a");
-    let db = net.path("a-m.db");
+    let db = net.path("a-messages.db");
     let py = format!(
         r#"
 import sqlite3
@@ -1759,12 +1203,7 @@ c.commit()
         &format!("{MESSAGING_LINK}window_frames = 4\n"),
     );
     net.start("a");
-    wait_for("a's restored outbox to be acknowledged", WAIT, || {
-        match a.outbox_depth(&bid) {
-            Ok(0) => Ok(()),
-            o => Err(format!("{o:?}")),
-        }
-    });
+    wait_outboxes_empty("a's restored outbox to be acknowledged", &[(&a, &bid)]);
     // b stores before it acknowledges: anything re-delivered would be in its inbox now.
     let again = b.peek_all().unwrap();
     assert!(

@@ -24,14 +24,13 @@
 //! number of messages each way (default 5,000); `PEERLINK_CHAOS_SEED` replays the
 //! moment of the kill.
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -40,10 +39,14 @@ use peerlink_e2e::gateway::{
     WAIT,
 };
 use peerlink_e2e::messaging::{
-    batch_json, parse_test_body, postgres_available, tail, test_body, test_id,
-    write_messaging_config, Api, Outgoing, PgDatabase, Received, Rng, MESSAGING_LINK,
+    messaging_config_text, postgres_available, tail, write_messaging_config, Api, PgDatabase,
+    Ports, Rng, MESSAGING_LINK,
 };
 use peerlink_e2e::run_program;
+use peerlink_e2e::traffic::{
+    chaos_seed, consume, env_count, join_all, join_thread, order_report, produce, AbortOnPanic,
+    ConsumerPlan, ProducerPlan, Traffic,
+};
 use serde_json::Value;
 
 /// Messages per batch request.
@@ -78,10 +81,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(60);
 const CONSUMER_WAIT_S: u64 = 1;
 
 fn messages_per_side() -> usize {
-    std::env::var("PEERLINK_REPLICAS_MESSAGES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000)
+    env_count("PEERLINK_REPLICAS_MESSAGES", 5_000)
 }
 
 // ---------------------------------------------------------------------------
@@ -230,18 +230,19 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Config of replica `name` of node a: a's node directory, certificate and key,
 /// its own ports and state directory, the shared `database_url`.
 fn replica_config(a: &Node, r: &Replica, database_url: &str, link: &str) -> String {
-    format!(
-        "node_dir = {:?}\nserver_cert = {:?}\nserver_key = {:?}\n\
-         listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\napi_listen = \"127.0.0.1:{}\"\n\
-         database_url = {:?}\nstate_dir = {:?}\nmax_message_bytes = 65536\n\n{link}",
-        a.ca.dir.display().to_string(),
-        a.server_cert.display().to_string(),
-        a.server_key.display().to_string(),
-        r.port,
-        r.admin_port,
-        r.api_port,
+    let ports = Ports {
+        listen: r.port,
+        admin: r.admin_port,
+        api: r.api_port,
+    };
+    let state_dir = format!("{}-state", r.name);
+    messaging_config_text(
+        a,
+        ports,
+        &state_dir,
         database_url,
-        format!("{}-state", r.name),
+        "max_message_bytes = 65536\n",
+        link,
     )
 }
 
@@ -293,6 +294,34 @@ fn lease_in_db(database_url: &str, peer: &str) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// None when the unexpired lease of `peer`'s link names the replica at `admin`
+/// (`name`), else what holds it instead.
+fn lease_problem(admin: SocketAddr, name: &str, database_url: &str, peer: &str) -> Option<String> {
+    match (replica_id(admin), lease_in_db(database_url, peer)) {
+        (Ok(id), Ok(holder)) if id == holder => None,
+        (id, holder) => Some(format!(
+            "the lease in the database is held by {holder:?}, not by {name} ({id:?})"
+        )),
+    }
+}
+
+/// Which replica (index in `admins`) shows `peer` connected while the other shows
+/// it standby; Err with both states otherwise.
+fn link_owner(admins: &[SocketAddr; 2], peer: &str) -> Result<usize, String> {
+    let states: Vec<String> = admins
+        .iter()
+        .map(|a| link_state(*a, peer).unwrap_or_else(|e| e))
+        .collect();
+    match (states[0].as_str(), states[1].as_str()) {
+        ("connected", "standby") => Ok(0),
+        ("standby", "connected") => Ok(1),
+        _ => Err(format!(
+            "a1 shows b {}, a2 shows b {}",
+            states[0], states[1]
+        )),
+    }
+}
+
 /// Whether the replica at `survivor` shows `bid` connected, and whether b shows
 /// `aid` connected on another link than in `b_before` (its `since` changed).
 fn takeover_seen(
@@ -307,364 +336,6 @@ fn takeover_seen(
         field(&e, "state") == "connected" && field(&e, "since") != field(b_before, "since")
     });
     (survivor_up, b_up)
-}
-
-// ---------------------------------------------------------------------------
-// Shared state of the traffic threads
-// ---------------------------------------------------------------------------
-
-struct Shared {
-    /// Something failed: every thread stops.
-    abort: AtomicBool,
-    /// Messages accepted (first time) plus received (first time), both ways.
-    progress: AtomicUsize,
-    /// Batches accepted, both ways.
-    batches: AtomicUsize,
-    /// Distinct messages received at a (from b) and at b (from a).
-    received: [AtomicUsize; 2],
-    /// The failover scenario (kill, takeover, restart, stability window) is over.
-    chaos_finished: AtomicBool,
-    /// The killed replica has been restarted (producers count per-replica batches after it).
-    restarted: AtomicBool,
-    /// The producers are done and everything drained: consumers and sampler stop.
-    stop: AtomicBool,
-    start: Instant,
-}
-
-impl Shared {
-    fn aborted(&self) -> bool {
-        self.abort.load(Ordering::SeqCst)
-    }
-
-    fn secs(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
-    }
-}
-
-/// Sets `abort` when the thread holding it unwinds.
-struct AbortOnPanic<'a>(&'a AtomicBool);
-
-impl Drop for AbortOnPanic<'_> {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            self.0.store(true, Ordering::SeqCst);
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Producers
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Default)]
-struct ProducerReport {
-    sender: String,
-    accepted: usize,
-    /// Batches accepted by each API (a1, a2 for a; b for b).
-    batches_by_api: Vec<usize>,
-    /// Of those, accepted after the killed replica was restarted.
-    batches_after_restart: Vec<usize>,
-    /// Requests that failed (connection refused/reset, 503) and were retried,
-    /// through the next API.
-    failed_attempts: usize,
-    /// Retries answered "all duplicates": the failed attempt had been committed.
-    retries_found_committed: usize,
-    problems: Vec<String>,
-    finished_at: Option<f64>,
-    /// Whether batches were still being submitted when the killed replica came back.
-    busy_at_restart: bool,
-}
-
-/// Submits `n` messages from `sender` to `peer_id`, batch k through `apis[k % len]`;
-/// a failed request is retried with the same Message-Ids through the next API.
-fn produce(apis: &[Api], sender: &str, peer_id: &str, n: usize, sh: &Shared) -> ProducerReport {
-    let _guard = AbortOnPanic(&sh.abort);
-    let mut rep = ProducerReport {
-        sender: sender.to_string(),
-        batches_by_api: vec![0; apis.len()],
-        batches_after_restart: vec![0; apis.len()],
-        ..ProducerReport::default()
-    };
-    let problem = |rep: &mut ProducerReport, p: String| {
-        eprintln!("[{:7.2}s] producer {sender}: {p}", sh.secs());
-        rep.problems.push(p);
-        sh.abort.store(true, Ordering::SeqCst);
-    };
-    for (k, start) in (0..n).step_by(CHUNK).enumerate() {
-        let began = Instant::now();
-        let batch: Vec<Outgoing> = (start..n.min(start + CHUNK))
-            .map(|i| Outgoing {
-                id: Some(test_id(sender, i)),
-                content_type: Some(TYPE.to_string()),
-                body: test_body(sender, i, BODY_BYTES),
-            })
-            .collect();
-        let ids: Vec<String> = batch.iter().filter_map(|m| m.id.clone()).collect();
-        let body = batch_json(&batch);
-        let mut r = k % apis.len();
-        let mut attempt = 0usize;
-        let mut last_error = String::new();
-        loop {
-            if sh.aborted() {
-                return rep;
-            }
-            if began.elapsed() > BATCH_DEADLINE {
-                problem(
-                    &mut rep,
-                    format!("batch at index {start} not accepted within {BATCH_DEADLINE:?} ({attempt} attempts); last: {last_error}"),
-                );
-                return rep;
-            }
-            match apis[r].send_batch_raw(peer_id, body.as_bytes()) {
-                Ok(resp) if resp.code == 202 => {
-                    let v = match resp.json() {
-                        Ok(v) => v,
-                        Err(e) => {
-                            problem(&mut rep, e);
-                            return rep;
-                        }
-                    };
-                    let got: Vec<String> = v["ids"]
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|x| x.as_str().map(str::to_string))
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    let dups = v["duplicates"].as_u64().unwrap_or(u64::MAX) as usize;
-                    if got != ids {
-                        problem(
-                            &mut rep,
-                            format!("batch at {start}: answered ids differ from the Message-Ids sent: {v}"),
-                        );
-                        return rep;
-                    }
-                    if attempt == 0 && dups != 0 {
-                        problem(
-                            &mut rep,
-                            format!(
-                                "batch at {start}: first submission reported {dups} duplicates"
-                            ),
-                        );
-                        return rep;
-                    } else if dups != 0 && dups != ids.len() {
-                        problem(
-                            &mut rep,
-                            format!(
-                                "batch at {start}: retry through API {r} reported {dups} of {} duplicates: the failed attempt was stored partly",
-                                ids.len()
-                            ),
-                        );
-                        return rep;
-                    } else if dups == ids.len() {
-                        rep.retries_found_committed += 1;
-                    }
-                    break;
-                }
-                Ok(resp) if resp.code == 503 => {
-                    rep.failed_attempts += 1;
-                    last_error = format!("API {r}: {}", resp.describe());
-                    r = (r + 1) % apis.len();
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Ok(resp) => {
-                    problem(
-                        &mut rep,
-                        format!("batch at {start}: unexpected answer {}", resp.describe()),
-                    );
-                    return rep;
-                }
-                Err(e) => {
-                    // The replica is dead or restarting: the same ids through the next one.
-                    rep.failed_attempts += 1;
-                    last_error = format!("API {r}: {e}");
-                    r = (r + 1) % apis.len();
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-            attempt += 1;
-        }
-        rep.accepted += ids.len();
-        rep.batches_by_api[r] += 1;
-        if sh.restarted.load(Ordering::SeqCst) {
-            rep.batches_after_restart[r] += 1;
-            if start + CHUNK < n {
-                rep.busy_at_restart = true;
-            }
-        }
-        sh.progress.fetch_add(ids.len(), Ordering::SeqCst);
-        sh.batches.fetch_add(1, Ordering::SeqCst);
-        if !sh.chaos_finished.load(Ordering::SeqCst) {
-            let spent = began.elapsed();
-            if spent < PACE {
-                std::thread::sleep(PACE - spent);
-            }
-        }
-    }
-    rep.finished_at = Some(sh.secs());
-    rep
-}
-
-// ---------------------------------------------------------------------------
-// Consumers
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Default)]
-struct ConsumerReport {
-    receiver: String,
-    /// Indices of the messages in the order they first arrived.
-    first_arrivals: Vec<usize>,
-    /// Messages returned again before their ack succeeded (allowed).
-    redeliveries: usize,
-    /// Ids returned again after a successful ack (duplicates).
-    after_ack: Vec<String>,
-    /// Messages that are not what was sent.
-    bad: Vec<String>,
-    /// Non-empty pages served by each API.
-    pages_by_api: Vec<usize>,
-    polls: usize,
-    failed_polls: usize,
-    acks: usize,
-    failed_acks: usize,
-}
-
-/// Reads the inbox through `apis`, alternating, and acknowledges each page with
-/// the (from, id) form through the API that served it.
-fn consume(
-    apis: &[Api],
-    receiver: &str,
-    slot: usize,
-    sender: &str,
-    sender_id: &str,
-    sh: &Shared,
-) -> ConsumerReport {
-    let _guard = AbortOnPanic(&sh.abort);
-    let mut rep = ConsumerReport {
-        receiver: receiver.to_string(),
-        pages_by_api: vec![0; apis.len()],
-        ..ConsumerReport::default()
-    };
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut acked: HashSet<String> = HashSet::new();
-    let mut r = 0usize;
-    let mut empty_in_a_row = 0usize;
-    loop {
-        if sh.aborted() {
-            return rep;
-        }
-        let stopping = sh.stop.load(Ordering::SeqCst);
-        rep.polls += 1;
-        let page = match apis[r].inbox(500, if stopping { 0 } else { CONSUMER_WAIT_S }) {
-            Ok(p) => p,
-            Err(_) => {
-                rep.failed_polls += 1;
-                r = (r + 1) % apis.len();
-                std::thread::sleep(Duration::from_millis(50));
-                continue;
-            }
-        };
-        if page.is_empty() {
-            empty_in_a_row += 1;
-            // When stopping, every API must have found the inbox empty.
-            if stopping && empty_in_a_row >= apis.len() {
-                return rep;
-            }
-            r = (r + 1) % apis.len();
-            continue;
-        }
-        empty_in_a_row = 0;
-        rep.pages_by_api[r] += 1;
-        let mut in_page = HashSet::new();
-        for m in &page {
-            if !in_page.insert((m.from.clone(), m.id.clone())) {
-                rep.bad.push(format!("id {} twice in one inbox page", m.id));
-            }
-            if acked.contains(&m.id) {
-                rep.after_ack.push(m.id.clone());
-                continue;
-            }
-            if !seen.insert(m.id.clone()) {
-                rep.redeliveries += 1;
-                continue;
-            }
-            match check_message(m, sender, sender_id) {
-                Ok(index) => rep.first_arrivals.push(index),
-                Err(e) => rep.bad.push(e),
-            }
-            sh.received[slot].fetch_add(1, Ordering::SeqCst);
-            sh.progress.fetch_add(1, Ordering::SeqCst);
-        }
-        let pairs: Vec<(&str, &str)> = page
-            .iter()
-            .map(|m| (m.from.as_str(), m.id.as_str()))
-            .collect();
-        match apis[r].ack_from(&pairs) {
-            Ok(count) => {
-                rep.acks += 1;
-                if count != in_page.len() as u64 {
-                    rep.bad.push(format!(
-                        "ack of {} (from, id) pairs just returned by the inbox removed {count}",
-                        in_page.len()
-                    ));
-                }
-                acked.extend(page.iter().map(|m| m.id.clone()));
-            }
-            // Lost with a killed replica: the messages come again (or, if the ack
-            // was committed, never again). Both are fine.
-            Err(_) => rep.failed_acks += 1,
-        }
-        r = (r + 1) % apis.len();
-    }
-}
-
-/// The index of a test message that is exactly what `sender` sent.
-fn check_message(m: &Received, sender: &str, sender_id: &str) -> Result<usize, String> {
-    if m.from != sender_id {
-        return Err(format!("{} from {} (expected {sender_id})", m.id, m.from));
-    }
-    if m.content_type != TYPE {
-        return Err(format!("{} has content type {:?}", m.id, m.content_type));
-    }
-    match parse_test_body(&m.body) {
-        Some((s, index)) if s == sender && m.id == test_id(sender, index) => Ok(index),
-        Some((s, index)) => Err(format!(
-            "{} carries the body of message {index} from {s}",
-            m.id
-        )),
-        None => Err(format!(
-            "{}: body of {} bytes is not a message that was sent",
-            m.id,
-            m.body.len()
-        )),
-    }
-}
-
-/// (unknown indices, arrivals out of order, gaps, missing indices) of one direction.
-fn order_report(first: &[usize], n: usize) -> (usize, usize, usize, Vec<usize>) {
-    let mut got = vec![false; n];
-    let mut unknown = 0;
-    for &i in first {
-        if i < n {
-            got[i] = true;
-        } else {
-            unknown += 1;
-        }
-    }
-    let missing: Vec<usize> = (0..n).filter(|&i| !got[i]).collect();
-    let mut out_of_order = 0;
-    let mut gaps = 0;
-    let mut max: Option<usize> = None;
-    for &i in first {
-        match max {
-            Some(m) if i < m => out_of_order += 1,
-            Some(m) if i > m + 1 => gaps += 1,
-            None if i != 0 => gaps += 1,
-            _ => {}
-        }
-        max = Some(max.map_or(i, |m| m.max(i)));
-    }
-    (unknown, out_of_order, gaps, missing)
 }
 
 #[test]
@@ -703,7 +374,7 @@ fn sample(
     b_admin: SocketAddr,
     aid: &str,
     bid: &str,
-    sh: &Shared,
+    sh: &Traffic,
 ) -> SamplerReport {
     let _guard = AbortOnPanic(&sh.abort);
     let mut rep = SamplerReport::default();
@@ -770,6 +441,8 @@ struct ChaosReport {
 }
 
 const NAMES: [&str; 2] = ["a1", "a2"];
+/// The two nodes, as the test messages name their senders.
+const NODES: [&str; 2] = ["a", "b"];
 
 #[allow(clippy::too_many_arguments)]
 fn chaos(
@@ -783,7 +456,7 @@ fn chaos(
     database_url: &str,
     total: usize,
     seed: u64,
-    sh: &Shared,
+    sh: &Traffic,
 ) -> ChaosReport {
     let _guard = AbortOnPanic(&sh.abort);
     let mut rep = ChaosReport::default();
@@ -820,17 +493,7 @@ fn chaos(
     let owner = wait_for(
         "exactly one replica owning b's link before the kill",
         WAIT,
-        || {
-            let states: Vec<String> = admins
-                .iter()
-                .map(|a| link_state(*a, bid).unwrap_or_else(|e| e))
-                .collect();
-            match (states[0].as_str(), states[1].as_str()) {
-                ("connected", "standby") => Ok(0),
-                ("standby", "connected") => Ok(1),
-                _ => Err(format!("a1: {}, a2: {}", states[0], states[1])),
-            }
-        },
+        || link_owner(&admins, bid),
     )
     .0;
     let survivor = 1 - owner;
@@ -910,15 +573,8 @@ fn chaos(
         );
         problem(&mut rep, line);
     }
-    match (replica_id(admins[survivor]), lease_in_db(database_url, bid)) {
-        (Ok(id), Ok(holder)) if id == holder => {}
-        (id, holder) => problem(
-            &mut rep,
-            format!(
-                "after the takeover the lease in the database is held by {holder:?}, not by {} ({id:?})",
-                NAMES[survivor]
-            ),
-        ),
+    if let Some(p) = lease_problem(admins[survivor], NAMES[survivor], database_url, bid) {
+        problem(&mut rep, format!("after the takeover {p}"));
     }
     // 4. Traffic on the survivor alone for a moment, then restart the killed replica.
     std::thread::sleep(BEFORE_RESTART);
@@ -1021,38 +677,11 @@ fn chaos(
             ),
         );
     }
-    match (replica_id(admins[survivor]), lease_in_db(database_url, bid)) {
-        (Ok(id), Ok(holder)) if id == holder => {}
-        (id, holder) => problem(
-            &mut rep,
-            format!(
-                "after the restart the lease in the database is held by {holder:?}, not by {} ({id:?})",
-                NAMES[survivor]
-            ),
-        ),
+    if let Some(p) = lease_problem(admins[survivor], NAMES[survivor], database_url, bid) {
+        problem(&mut rep, format!("after the restart {p}"));
     }
     sh.chaos_finished.store(true, Ordering::SeqCst);
     rep
-}
-
-/// Joins a thread; a panic becomes a failure line.
-fn join_thread<T>(
-    h: std::thread::ScopedJoinHandle<'_, T>,
-    what: &str,
-    failures: &mut Vec<String>,
-) -> Option<T> {
-    match h.join() {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            failures.push(format!("the {what} thread panicked: {msg}"));
-            None
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1165,18 +794,7 @@ impl Cluster {
                     }
                 }
                 net.check_state(b_name, a_name, &["connected"])?;
-                let states: Vec<String> = admins
-                    .iter()
-                    .map(|a| link_state(*a, &bid).unwrap_or_else(|e| e))
-                    .collect();
-                match (states[0].as_str(), states[1].as_str()) {
-                    ("connected", "standby") => Ok(0usize),
-                    ("standby", "connected") => Ok(1),
-                    _ => Err(format!(
-                        "a1 shows b {}, a2 shows b {}",
-                        states[0], states[1]
-                    )),
-                }
+                link_owner(&admins, &bid)
             },
         );
         for (i, admin) in admins.iter().enumerate() {
@@ -1218,26 +836,19 @@ fn two_replicas_on_postgres_fail_over_under_traffic() {
         return;
     }
     let n = messages_per_side();
-    let seed = std::env::var("PEERLINK_CHAOS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(Rng::fresh_seed);
+    let seed = chaos_seed();
     eprintln!("{TEST}: {n} messages each way; seed {seed} (replay the kill moment with PEERLINK_CHAOS_SEED={seed})");
     let began = Instant::now();
     let mut cluster = Cluster::new(MESSAGING_LINK, false);
     let (owner, linked_after) = cluster.start(Duration::from_secs(30));
-    let Cluster {
-        replicas,
-        net,
-        db,
-        aid,
-        bid,
-        admins,
-        a_apis,
-        b_api,
-        b_admin,
-        ..
-    } = &cluster;
+    let (replicas, net, db) = (&cluster.replicas, &cluster.net, &cluster.db);
+    let (aid, bid, admins, b_admin) = (
+        &cluster.aid,
+        &cluster.bid,
+        &cluster.admins,
+        &cluster.b_admin,
+    );
+    let (a_apis, b_api) = (&cluster.a_apis, &cluster.b_api);
     let standby = 1 - owner;
     let standby_entry = link_entry(admins[standby], bid).expect("standby entry");
     eprintln!(
@@ -1251,86 +862,77 @@ fn two_replicas_on_postgres_fail_over_under_traffic() {
     );
 
     // Traffic and the failover.
-    let sh = Shared {
-        abort: AtomicBool::new(false),
-        progress: AtomicUsize::new(0),
-        batches: AtomicUsize::new(0),
-        received: [AtomicUsize::new(0), AtomicUsize::new(0)],
-        chaos_finished: AtomicBool::new(false),
-        restarted: AtomicBool::new(false),
-        stop: AtomicBool::new(false),
-        start: Instant::now(),
-    };
+    let sh = Traffic::new();
     let total = 4 * n;
     let mut failures: Vec<String> = Vec::new();
     let mut drained_at = None;
     let (producers, consumers, chaos_rep, sampler) = std::thread::scope(|s| {
         let (sh, aid, bid, admins, b_admin) = (&sh, aid.as_str(), bid.as_str(), *admins, *b_admin);
         let db_url = db.url.as_str();
-        let pa = s.spawn(move || produce(a_apis, "a", bid, n, sh));
-        let pb = s.spawn(move || produce(std::slice::from_ref(b_api), "b", aid, n, sh));
-        // slot 0: a's inbox (from b); slot 1: b's inbox (from a).
-        let ca = s.spawn(move || consume(a_apis, "a", 0, "b", bid, sh));
-        let cb = s.spawn(move || consume(std::slice::from_ref(b_api), "b", 1, "a", aid, sh));
+        let b_apis = std::slice::from_ref(b_api);
+        // 0: a -> b, submitted alternately through both replicas; 1: b -> a. A failed
+        // request is retried through the next API after 50 ms; paced until the
+        // failover is over.
+        let peer_ids = [bid, aid];
+        let producer = |t: usize| ProducerPlan {
+            sender: NODES[t],
+            peer_id: peer_ids[t],
+            n,
+            chunk: CHUNK,
+            body_bytes: BODY_BYTES,
+            content_type: TYPE,
+            batch_deadline: BATCH_DEADLINE,
+            busy_pause: Duration::from_millis(50),
+            error_pause_ms: 50..=50,
+            probe_rate: 0.0,
+            pace: PACE,
+            seed,
+        };
+        // slot 0: a's inbox (from b); slot 1: b's inbox (from a); (from, id) acks.
+        let consumer = |slot: usize| ConsumerPlan {
+            receiver: NODES[slot],
+            slot,
+            sender: NODES[1 - slot],
+            sender_id: peer_ids[slot],
+            content_type: TYPE,
+            wait_s: CONSUMER_WAIT_S,
+            ack_with_sender: true,
+        };
+        let (plan_pa, plan_pb) = (producer(0), producer(1));
+        let (plan_ca, plan_cb) = (consumer(0), consumer(1));
+        let pa = s.spawn(move || produce(a_apis, &plan_pa, sh));
+        let pb = s.spawn(move || produce(b_apis, &plan_pb, sh));
+        let ca = s.spawn(move || consume(a_apis, &plan_ca, sh));
+        let cb = s.spawn(move || consume(b_apis, &plan_cb, sh));
         let sm = s.spawn(move || sample(admins, b_admin, aid, bid, sh));
         let ch = s.spawn(move || {
             chaos(
                 replicas, admins, a_apis, b_api, b_admin, aid, bid, db_url, total, seed, sh,
             )
         });
-        let mut producers = Vec::new();
-        for (h, what) in [(pa, "producer a"), (pb, "producer b")] {
-            if let Some(r) = join_thread(h, what, &mut failures) {
-                producers.push(r);
-            }
-        }
+        let producers = join_all([(pa, "producer a"), (pb, "producer b")], &mut failures);
         let chaos_rep = join_thread(ch, "chaos", &mut failures).unwrap_or_default();
-        let drain_start = Instant::now();
-        eprintln!(
-            "[{:7.2}s] producers and failover done; draining (bound {DRAIN_DEADLINE:?})",
-            sh.secs()
+        let drained = sh.drain(
+            n,
+            DRAIN_DEADLINE,
+            "the producers and the failover finished",
+            || [a_apis[0].outbox_depth(bid), b_api.outbox_depth(aid)],
+            || {
+                let dead: Vec<&str> = lock(replicas)
+                    .0
+                    .iter_mut()
+                    .filter_map(|r| (!r.running()).then_some(r.name))
+                    .collect();
+                (!dead.is_empty())
+                    .then(|| format!("replica(s) {dead:?} stopped running on their own"))
+            },
         );
-        loop {
-            if sh.aborted() {
-                failures.push("a thread reported a problem (see above); stopped".into());
-                break;
-            }
-            let dead: Vec<&str> = lock(replicas)
-                .0
-                .iter_mut()
-                .filter_map(|r| (!r.running()).then_some(r.name))
-                .collect();
-            if !dead.is_empty() {
-                failures.push(format!("replica(s) {dead:?} stopped running on their own"));
-                sh.abort.store(true, Ordering::SeqCst);
-                break;
-            }
-            let received = [
-                sh.received[0].load(Ordering::SeqCst),
-                sh.received[1].load(Ordering::SeqCst),
-            ];
-            let depths = [a_apis[0].outbox_depth(bid), b_api.outbox_depth(aid)];
-            if received == [n, n] && depths.iter().all(|d| d.as_ref().is_ok_and(|d| *d == 0)) {
-                drained_at = Some(sh.secs());
-                break;
-            }
-            if drain_start.elapsed() > DRAIN_DEADLINE {
-                failures.push(format!(
-                    "not drained {DRAIN_DEADLINE:?} after the producers finished: received by a {}, by b {}; outbox depth a->b {:?}, b->a {:?}",
-                    received[0], received[1], depths[0], depths[1]
-                ));
-                sh.abort.store(true, Ordering::SeqCst);
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
+        match drained {
+            Ok(at) => drained_at = Some(at),
+            Err(e) => failures.push(e),
         }
         sh.stop.store(true, Ordering::SeqCst);
-        let mut consumers = Vec::new();
-        for (h, what) in [(ca, "consumer a"), (cb, "consumer b")] {
-            if let Some(r) = join_thread(h, what, &mut failures) {
-                consumers.push(r);
-            }
-        }
+        let consumers = join_all([(ca, "consumer a"), (cb, "consumer b")], &mut failures);
         let sampler = join_thread(sm, "sampler", &mut failures).unwrap_or_default();
         (producers, consumers, chaos_rep, sampler)
     });
@@ -1445,28 +1047,8 @@ fn two_replicas_on_postgres_fail_over_under_traffic() {
         "  connections from b answered Goodbye(NotOwner) by a1, a2: {redirects:?}"
     );
     for p in &producers {
-        let _ = writeln!(
-            summary,
-            "  producer {}: {} accepted; batches by API {:?} ({:?} after the restart); {} failed attempts retried through the next API, {} retries found the batch already committed; done at {}",
-            p.sender,
-            p.accepted,
-            p.batches_by_api,
-            p.batches_after_restart,
-            p.failed_attempts,
-            p.retries_found_committed,
-            p.finished_at.map_or("-".into(), |t| format!("{t:.1} s"))
-        );
-        failures.extend(
-            p.problems
-                .iter()
-                .map(|e| format!("producer {}: {e}", p.sender)),
-        );
-        if p.accepted != n {
-            failures.push(format!(
-                "producer {} got only {} of {n} accepted",
-                p.sender, p.accepted
-            ));
-        }
+        let _ = writeln!(summary, "  {}", p.summary());
+        p.add_failures(n, &mut failures);
     }
     if let Some(pa) = producers.iter().find(|p| p.sender == "a") {
         if pa.batches_by_api.contains(&0) {
@@ -1485,58 +1067,7 @@ fn two_replicas_on_postgres_fail_over_under_traffic() {
         }
     }
     for c in &consumers {
-        let sender = if c.receiver == "a" { "b" } else { "a" };
-        let (unknown, out_of_order, gaps, missing) = order_report(&c.first_arrivals, n);
-        let _ = writeln!(
-            summary,
-            "  {sender} -> {}: {} distinct received, {} missing, {} returned again after ack (duplicates), {} out of order, {} gaps, {} bad, {} unknown; {} redeliveries of unacknowledged messages; non-empty pages by API {:?}; {} polls ({} failed), {} acks ({} lost)",
-            c.receiver,
-            c.first_arrivals.len(),
-            missing.len(),
-            c.after_ack.len(),
-            out_of_order,
-            gaps,
-            c.bad.len(),
-            unknown,
-            c.redeliveries,
-            c.pages_by_api,
-            c.polls,
-            c.failed_polls,
-            c.acks,
-            c.failed_acks
-        );
-        if !missing.is_empty() {
-            failures.push(format!(
-                "{sender} -> {}: {} of {n} messages never arrived, e.g. indices {:?}",
-                c.receiver,
-                missing.len(),
-                &missing[..missing.len().min(20)]
-            ));
-        }
-        if !c.after_ack.is_empty() {
-            failures.push(format!(
-                "{sender} -> {}: {} messages delivered again after they were acknowledged (duplicates), e.g. {:?}",
-                c.receiver,
-                c.after_ack.len(),
-                &c.after_ack[..c.after_ack.len().min(20)]
-            ));
-        }
-        if out_of_order > 0 || gaps > 0 {
-            let head: Vec<usize> = c.first_arrivals.iter().take(40).copied().collect();
-            failures.push(format!(
-                "{sender} -> {}: FIFO order broken: {out_of_order} arrivals out of order, {gaps} gaps; first arrivals {head:?}",
-                c.receiver
-            ));
-        }
-        if !c.bad.is_empty() || unknown > 0 || c.first_arrivals.len() > n {
-            failures.push(format!(
-                "{sender} -> {}: {} wrong messages, {unknown} unknown indices, {} distinct arrivals for {n} sent; e.g. {:?}",
-                c.receiver,
-                c.bad.len(),
-                c.first_arrivals.len(),
-                &c.bad[..c.bad.len().min(10)]
-            ));
-        }
+        c.judge(n, &mut summary, &mut failures);
         if c.receiver == "a" && c.pages_by_api.contains(&0) {
             failures.push(format!(
                 "a's inbox was not read through both replicas: non-empty pages by API {:?}",

@@ -28,17 +28,28 @@ pub const WAIT: Duration = Duration::from_secs(20);
 /// How often the bounded waits poll.
 pub const POLL: Duration = Duration::from_millis(100);
 
+/// The `[link]` table of the tests: fast heartbeats, reconnects and handshakes, with
+/// `reload_poll_ms` as given (the one setting the test suites tune differently).
+#[macro_export]
+macro_rules! fast_link_table {
+    ($reload_poll_ms:literal) => {
+        concat!(
+            "[link]\n",
+            "heartbeat_ms = 500\n",
+            "backoff_base_ms = 100\n",
+            "backoff_cap_ms = 1000\n",
+            "stable_after_ms = 2000\n",
+            "reload_poll_ms = ",
+            $reload_poll_ms,
+            "\n",
+            "connect_timeout_ms = 1000\n",
+            "handshake_timeout_ms = 3000\n",
+        )
+    };
+}
+
 /// Link tuning that keeps the tests fast (`[link]` in every config written here).
-pub const FAST_LINK: &str = "\
-[link]
-heartbeat_ms = 500
-backoff_base_ms = 100
-backoff_cap_ms = 1000
-stable_after_ms = 2000
-reload_poll_ms = 200
-connect_timeout_ms = 1000
-handshake_timeout_ms = 3000
-";
+pub const FAST_LINK: &str = crate::fast_link_table!(200);
 
 /// Extensions of a gateway (server) certificate, for certificates made with openssl.
 pub const LEAF_EXTENSIONS: &str = "\

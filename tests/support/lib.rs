@@ -818,3 +818,4 @@ mod tests {
 
 pub mod gateway;
 pub mod messaging;
+pub mod traffic;

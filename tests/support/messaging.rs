@@ -14,20 +14,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::gateway::Node;
+use crate::gateway::{wait_for, Net, Node, WAIT};
 use crate::{base64_decode, base64_encode};
 
 /// `[link]` tuning of the messaging tests: fast heartbeats and reconnects.
-pub const MESSAGING_LINK: &str = "\
-[link]
-heartbeat_ms = 500
-backoff_base_ms = 100
-backoff_cap_ms = 1000
-stable_after_ms = 2000
-reload_poll_ms = 500
-connect_timeout_ms = 1000
-handshake_timeout_ms = 3000
-";
+pub const MESSAGING_LINK: &str = crate::fast_link_table!(500);
 
 // ---------------------------------------------------------------------------
 // HTTP client
@@ -181,6 +172,25 @@ pub struct Outgoing {
     pub body: Vec<u8>,
 }
 
+impl Outgoing {
+    /// A message with Message-Id `id` and the gateway's default media type.
+    pub fn new(id: &str, body: impl Into<Vec<u8>>) -> Outgoing {
+        Outgoing {
+            id: Some(id.to_string()),
+            content_type: None,
+            body: body.into(),
+        }
+    }
+
+    /// The same message with media type `content_type`.
+    pub fn typed(self, content_type: &str) -> Outgoing {
+        Outgoing {
+            content_type: Some(content_type.to_string()),
+            ..self
+        }
+    }
+}
+
 /// A message as `GET /v1/inbox` returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
@@ -238,24 +248,13 @@ impl Api {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> Result<Response, String> {
-        self.request_timeout(method, path, headers, body, self.timeout)
-    }
-
-    fn request_timeout(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-        timeout: Duration,
-    ) -> Result<Response, String> {
         let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
         let mut all: Vec<(&str, &str)> = Vec::new();
         if let Some(a) = &auth {
             all.push(("Authorization", a));
         }
         all.extend_from_slice(headers);
-        http_request(self.addr, method, path, &all, body, timeout)
+        http_request(self.addr, method, path, &all, body, self.timeout)
     }
 
     /// `POST /v1/peers/{peer}/messages`.
@@ -298,12 +297,16 @@ impl Api {
 
     /// `GET /v1/inbox?limit=..&wait=..` (raw response).
     pub fn inbox_raw(&self, limit: usize, wait_s: u64) -> Result<Response, String> {
-        self.request_timeout(
+        // The long poll may hold the answer for `wait_s` on top of the usual bound.
+        let long_poll = Api {
+            timeout: self.timeout + Duration::from_secs(wait_s),
+            ..self.clone()
+        };
+        long_poll.request(
             "GET",
             &format!("/v1/inbox?limit={limit}&wait={wait_s}"),
             &[],
             b"",
-            self.timeout + Duration::from_secs(wait_s),
         )
     }
 
@@ -364,6 +367,21 @@ impl Api {
     /// Every message now in the inbox (up to 1000), without acknowledging.
     pub fn peek_all(&self) -> Result<Vec<Received>, String> {
         self.inbox(1000, 0)
+    }
+
+    /// Takes every message now in the inbox: reads pages of up to 1000 and
+    /// acknowledges each (bare ids) until a page comes back empty.
+    pub fn take_all(&self) -> Result<Vec<Received>, String> {
+        let mut all = Vec::new();
+        loop {
+            let page = self.inbox(1000, 0)?;
+            if page.is_empty() {
+                return Ok(all);
+            }
+            let ids: Vec<String> = page.iter().map(|m| m.id.clone()).collect();
+            self.ack(&ids)?;
+            all.extend(page);
+        }
     }
 }
 
@@ -498,25 +516,85 @@ impl Drop for PgDatabase {
     }
 }
 
-/// Writes `node`'s gateway config with an explicit `database_url`, its own listen,
-/// admin and API ports, `top` (extra top-level keys, e.g. `max_message_bytes = 65536`)
-/// and `link` (the `[link]` table, e.g. [`MESSAGING_LINK`]).
-pub fn write_messaging_config(node: &Node, database_url: &str, top: &str, link: &str) {
-    let text = format!(
+/// The `sqlite://` URL of the message store of node `name` in `net`'s directory.
+pub fn sqlite_url(net: &Net, name: &str) -> String {
+    format!(
+        "sqlite://{}",
+        net.path(&format!("{name}-messages.db")).display()
+    )
+}
+
+/// The ports a gateway process listens on: peer links, admin API, local API.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// `listen` (peer links).
+    pub listen: u16,
+    /// `admin_listen`.
+    pub admin: u16,
+    /// `api_listen`.
+    pub api: u16,
+}
+
+impl Ports {
+    /// The ports of `node`'s bundle.
+    pub fn of(node: &Node) -> Ports {
+        Ports {
+            listen: node.port,
+            admin: node.admin_port,
+            api: node.api_port,
+        }
+    }
+}
+
+/// A gateway config for `node`'s directory, certificate and key, listening on
+/// `ports`, with state directory `state_dir`, an explicit `database_url`, `top`
+/// (extra top-level keys, e.g. `max_message_bytes = 65536`) and `link` (the
+/// `[link]` table, e.g. [`MESSAGING_LINK`]). Replicas of one node share all but
+/// the ports and the state directory.
+pub fn messaging_config_text(
+    node: &Node,
+    ports: Ports,
+    state_dir: &str,
+    database_url: &str,
+    top: &str,
+    link: &str,
+) -> String {
+    format!(
         "node_dir = {:?}\nserver_cert = {:?}\nserver_key = {:?}\n\
          listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\napi_listen = \"127.0.0.1:{}\"\n\
          database_url = {:?}\nstate_dir = {:?}\n{top}\n{link}",
         node.ca.dir.display().to_string(),
         node.server_cert.display().to_string(),
         node.server_key.display().to_string(),
-        node.port,
-        node.admin_port,
-        node.api_port,
+        ports.listen,
+        ports.admin,
+        ports.api,
         database_url,
-        format!("{}-state", node.name),
-    );
+        state_dir,
+    )
+}
+
+/// Writes `node`'s gateway config ([`messaging_config_text`]) with its own ports and
+/// state directory.
+pub fn write_messaging_config(node: &Node, database_url: &str, top: &str, link: &str) {
+    let state_dir = format!("{}-state", node.name);
+    let text = messaging_config_text(node, Ports::of(node), &state_dir, database_url, top, link);
     fs::write(&node.config, text)
         .unwrap_or_else(|e| panic!("write {}: {e}", node.config.display()));
+}
+
+/// Waits (at most [`WAIT`] for all of them) until every outbox `(api, peer)` is empty.
+#[track_caller]
+pub fn wait_outboxes_empty(what: &str, outboxes: &[(&Api, &str)]) {
+    wait_for(what, WAIT, || {
+        for (api, peer) in outboxes {
+            match api.outbox_depth(peer) {
+                Ok(0) => {}
+                other => return Err(format!("outbox of {} to {peer}: {other:?}", api.addr)),
+            }
+        }
+        Ok(())
+    });
 }
 
 // ---------------------------------------------------------------------------
