@@ -26,6 +26,8 @@ pub async fn supervise(gw: Arc<Gateway>, peer_id: String) {
         return;
     };
     let mut first = true;
+    // Consecutive links the partner closed as duplicates of one it keeps.
+    let mut duplicate_retries = 0u32;
     loop {
         if gw.shutdown.is_cancelled() {
             return;
@@ -124,16 +126,26 @@ pub async fn supervise(gw: Arc<Gateway>, peer_id: String) {
             dial_any(&gw, &peer_id, &endpoints).await
         };
         match outcome {
-            Ok(up_for) => {
-                if up_for.is_some_and(|d| d >= stable_after) {
+            Ok(ended) => {
+                if ended.is_some_and(|e| e.up_for >= stable_after) {
                     backoff.reset();
                 }
-                if up_for.is_some() && !gw.shutdown.is_cancelled() && !gw.is_idle(&peer_id) {
+                let kept_another = ended.is_some_and(|e| e.partner_kept_another);
+                duplicate_retries = if kept_another {
+                    duplicate_retries + 1
+                } else {
+                    0
+                };
+                if ended.is_some() && !gw.shutdown.is_cancelled() && !gw.is_idle(&peer_id) {
                     // The link just dropped: retry after the backoff delay. Not woken
                     // early: registering and ending the link left a stored wake-up,
                     // which would make a link the partner closes at once (e.g. as a
                     // duplicate) redial in a tight loop.
-                    let delay = backoff.next_delay();
+                    let delay = if kept_another && duplicate_retries <= MAX_DUPLICATE_RETRIES {
+                        link.heartbeat() / 5
+                    } else {
+                        backoff.next_delay()
+                    };
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = gw.shutdown.cancelled() => {}
@@ -165,13 +177,19 @@ async fn sleep_or_wake(gw: &Gateway, wake: &tokio::sync::Notify, delay: Duration
 
 type DialError = (String, Option<&'static str>);
 
+/// How many times in a row the dialer redials every heartbeat/5 while the partner
+/// keeps another link of ours (see [`crate::link::Ended::partner_kept_another`]):
+/// two heartbeats' worth, past the 1.6 after which the partner drops a silent link;
+/// after that the partner evidently keeps a live one and the usual backoff applies.
+const MAX_DUPLICATE_RETRIES: u32 = 10;
+
 /// Tries each endpoint in turn; on success runs the link to its end and returns how
 /// long it was up (None if the tie-break dropped it).
 async fn dial_any(
     gw: &Arc<Gateway>,
     peer_id: &str,
     endpoints: &[String],
-) -> Result<Option<Duration>, DialError> {
+) -> Result<Option<crate::link::Ended>, DialError> {
     let mut last: DialError = ("no endpoint tried".into(), None);
     for endpoint in endpoints {
         match dial(gw, peer_id, endpoint).await {
@@ -191,7 +209,7 @@ async fn dial(
     gw: &Arc<Gateway>,
     peer_id: &str,
     endpoint: &str,
-) -> Result<Option<Duration>, DialError> {
+) -> Result<Option<crate::link::Ended>, DialError> {
     let link = &gw.config.link;
     let tcp = tokio::time::timeout(
         Duration::from_millis(link.connect_timeout_ms),

@@ -143,7 +143,7 @@ pub async fn run<S>(
     mut framed: Framed<S, FrameCodec>,
     peer_chain: Vec<Vec<u8>>,
     hello: PeerHello,
-) -> Option<Duration>
+) -> Option<Ended>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -188,12 +188,13 @@ where
     };
     let result = link.drive(&mut framed, &mut commands).await;
     let _ = framed.close().await;
+    let partner_kept_another = matches!(result, Ok(End::Duplicate(_)));
     let (error, idle) = match result {
         Ok(End::Idle(reason)) => {
             tracing::info!(peer = %peer_id, link = link_id, reason = %reason, "link closed while idle");
             (Some(reason), true)
         }
-        Ok(End::Orderly(reason)) => {
+        Ok(End::Orderly(reason) | End::Duplicate(reason)) => {
             tracing::info!(peer = %peer_id, link = link_id, reason = %reason, "link down");
             (Some(reason), false)
         }
@@ -202,13 +203,32 @@ where
             (Some(e), false)
         }
     };
-    gw.link_ended(&peer_id, link_id, error, idle)
+    let up_for = gw.link_ended(&peer_id, link_id, error, idle)?;
+    Some(Ended {
+        up_for,
+        partner_kept_another,
+    })
+}
+
+/// What the dialer learns from a link that was registered and has ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Ended {
+    /// How long it was up.
+    pub up_for: Duration,
+    /// The partner closed it as a duplicate of a link it keeps. When we hold no
+    /// other link to it, that kept link leads to a dead process (a replica of
+    /// ours that stopped answering), which the partner drops once it has been
+    /// silent for 1.6 heartbeats: redialing on a short fixed cadence until then
+    /// takes over as soon as it can, where the growing backoff could add seconds.
+    pub partner_kept_another: bool,
 }
 
 /// How a link ended without failure.
 enum End {
     /// Goodbye, shutdown, replaced.
     Orderly(String),
+    /// The partner closed it with `Goodbye(DuplicateLink)`.
+    Duplicate(String),
     /// Closed for lack of traffic: not redialed until there is demand.
     Idle(String),
 }
@@ -516,6 +536,14 @@ impl Link {
             } => {
                 return Ok(Some(End::Idle(format!(
                     "partner closed the idle link: {reason}"
+                ))));
+            }
+            Frame::Goodbye {
+                code: GoodbyeCode::DuplicateLink,
+                reason,
+            } => {
+                return Ok(Some(End::Duplicate(format!(
+                    "partner said goodbye: DuplicateLink {reason}"
                 ))));
             }
             Frame::Goodbye { code, reason } => {
