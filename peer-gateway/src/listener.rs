@@ -1,12 +1,11 @@
 //! Accepting partners: a bounded accept queue, per-source admission control
 //! (rate limit and concurrent handshakes), a global cap on concurrent
-//! handshakes, a handshake timeout, TCP_NODELAY, and a logged, counted reason
+//! handshakes shared fairly between sources ([`crate::inflight`]), a handshake timeout, TCP_NODELAY, and a logged, counted reason
 //! for every refusal (never sent to the peer beyond the TLS alert).
 
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::codec::Framed;
 
 use futures_util::SinkExt;
@@ -17,7 +16,7 @@ use crate::tiebreak::Direction;
 
 /// Accepts connections until shutdown.
 pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
-    let permits = Arc::new(Semaphore::new(gw.config.link.max_concurrent_handshakes));
+    let in_flight = crate::inflight::InFlight::new(gw.config.link.max_concurrent_handshakes);
     let link = &gw.config.link;
     let admission = crate::admission::Admission::new(
         link.handshakes_per_source_per_second,
@@ -46,15 +45,28 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
                 continue;
             }
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let Some(ticket) = in_flight.admit(remote.ip(), std::time::Instant::now()) else {
             gw.record_refusal("too_many_handshakes", None, "handshake limit reached");
             tracing::debug!(%remote, "refused connection: too many handshakes in progress");
             continue;
         };
+        if ticket.evicted_another {
+            tracing::debug!(%remote, "handshake limit reached: took the slot of the oldest handshake of the busiest source");
+        }
         let gw = gw.clone();
         tokio::spawn(async move {
-            let up = handshake(&gw, tcp, remote).await;
-            drop(permit);
+            let up = tokio::select! {
+                up = handshake(&gw, tcp, remote) => up,
+                _ = ticket.displaced() => {
+                    gw.record_refusal(
+                        "handshake_displaced",
+                        None,
+                        "its slot went to a source holding fewer handshakes",
+                    );
+                    None
+                }
+            };
+            drop(ticket);
             drop(slot);
             if let Some((peer_id, framed, chain, hello)) = up {
                 crate::link::run(gw, peer_id, Direction::Inbound, framed, chain, hello).await;

@@ -14,6 +14,7 @@ mod dialer;
 mod expiry;
 mod frame;
 mod gateway;
+mod inflight;
 mod keygen;
 mod leases;
 mod link;
