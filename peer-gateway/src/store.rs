@@ -15,6 +15,7 @@
 //!   after acceptance, so a client retrying a POST stores nothing new.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -373,6 +374,7 @@ impl Store {
         let now = now_ms();
         on_pool!(self, |pool, q| {
             let mut tx = pool.begin_write().await.map_err(StoreError::from_db)?;
+            // 1. Which messages are new (not sent before, not earlier in this batch).
             let mut out: Vec<Accepted> = Vec::with_capacity(batch.len());
             for m in batch {
                 let id = m.message_id.clone().unwrap_or_else(random_id);
@@ -389,25 +391,45 @@ impl Store {
                         .iter()
                         .zip(&out)
                         .any(|(prev, a)| prev.peer_id == m.peer_id && a.id() == id);
-                if known.is_some() || earlier_in_batch {
-                    out.push(Accepted::Duplicate(id));
-                    continue;
+                out.push(if known.is_some() || earlier_in_batch {
+                    Accepted::Duplicate(id)
+                } else {
+                    Accepted::Stored(id)
+                });
+            }
+            // 2. One block of sequence numbers per partner (two statements per
+            //    partner instead of two per message), in batch order.
+            let mut next_seq: BTreeMap<&str, i64> = BTreeMap::new();
+            for (m, a) in batch.iter().zip(&out) {
+                if matches!(a, Accepted::Stored(_)) {
+                    *next_seq.entry(m.peer_id.as_str()).or_default() += 1;
                 }
+            }
+            for (peer, count) in next_seq.iter_mut() {
                 sqlx::query(&q("INSERT INTO outbox_state (peer_id, next_seq, acked_seq) VALUES (?, 1, 0) ON CONFLICT (peer_id) DO NOTHING"))
-                    .bind(&m.peer_id)
+                    .bind(*peer)
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::from_db)?;
-                let row = sqlx::query(&q("UPDATE outbox_state SET next_seq = next_seq + 1 WHERE peer_id = ? RETURNING next_seq - 1"))
-                    .bind(&m.peer_id)
+                let row = sqlx::query(&q("UPDATE outbox_state SET next_seq = next_seq + ? WHERE peer_id = ? RETURNING next_seq - ?"))
+                    .bind(*count)
+                    .bind(*peer)
+                    .bind(*count)
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(StoreError::from_db)?;
-                let seq: i64 = row.try_get(0)?;
+                *count = row.try_get(0)?; // now the first number of the block
+            }
+            // 3. The messages and their idempotency keys.
+            for (m, a) in batch.iter().zip(&out) {
+                let Accepted::Stored(id) = a else { continue };
+                let Some(seq) = next_seq.get_mut(m.peer_id.as_str()) else {
+                    continue; // counted above: unreachable
+                };
                 sqlx::query(&q("INSERT INTO outbox (peer_id, seq, message_id, content_type, body, created_ms) VALUES (?, ?, ?, ?, ?, ?)"))
                     .bind(&m.peer_id)
-                    .bind(seq)
-                    .bind(&id)
+                    .bind(*seq)
+                    .bind(id)
                     .bind(&m.content_type)
                     .bind(&m.body)
                     .bind(now)
@@ -416,13 +438,13 @@ impl Store {
                     .map_err(StoreError::from_db)?;
                 sqlx::query(&q("INSERT INTO sent_ids (peer_id, message_id, seq, created_ms) VALUES (?, ?, ?, ?)"))
                     .bind(&m.peer_id)
-                    .bind(&id)
-                    .bind(seq)
+                    .bind(id)
+                    .bind(*seq)
                     .bind(now)
                     .execute(&mut *tx)
                     .await
                     .map_err(StoreError::from_db)?;
-                out.push(Accepted::Stored(id));
+                *seq += 1;
             }
             tx.commit().await.map_err(StoreError::from_db)?;
             Ok(out)
@@ -1056,6 +1078,51 @@ mod tests {
                 (1, vec![])
             );
             assert_eq!(store.inbox(10).await.unwrap()[0].from_peer, "c");
+            store.close().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn interleaved_partners_in_one_batch_get_consecutive_numbers_in_batch_order() {
+        for (store, _dir) in stores().await {
+            store.enqueue(&[msg("b", Some("old"), "0")]).await.unwrap();
+            let r = store
+                .enqueue(&[
+                    msg("b", Some("m1"), "b1"),
+                    msg("c", Some("m1"), "c1"),
+                    msg("b", Some("old"), "again"),
+                    msg("b", Some("m2"), "b2"),
+                    msg("b", Some("m1"), "dup"),
+                    msg("c", Some("m3"), "c2"),
+                ])
+                .await
+                .unwrap();
+            let stored = r
+                .iter()
+                .filter(|a| matches!(a, Accepted::Stored(_)))
+                .count();
+            assert_eq!(stored, 4, "{r:?}");
+            let seqs = |peer: &'static str| {
+                let store = &store;
+                async move {
+                    store
+                        .outbox_after(peer, 0, 10)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|m| (m.seq, String::from_utf8_lossy(&m.body).into_owned()))
+                        .collect::<Vec<_>>()
+                }
+            };
+            assert_eq!(
+                seqs("b").await,
+                vec![(1, "0".into()), (2, "b1".into()), (3, "b2".into())]
+            );
+            assert_eq!(seqs("c").await, vec![(1, "c1".into()), (2, "c2".into())]);
+            // The next batch continues each partner's numbering.
+            store.enqueue(&[msg("c", None, "c3")]).await.unwrap();
+            assert_eq!(store.max_assigned_seq("c").await.unwrap(), 3);
+            assert_eq!(store.max_assigned_seq("b").await.unwrap(), 3);
             store.close().await;
         }
     }
