@@ -341,14 +341,9 @@ impl Link {
                     if self.last_tx.elapsed() >= heartbeat {
                         self.ping(framed, None).await?;
                     }
-                    // Messages another replica accepted into the shared store: no
-                    // wake-up reaches us for those. With SQLite every message comes
-                    // through our own API, which wakes the link (and acks reopen a
-                    // full window), so the query would find nothing; at 1,000 idle
-                    // links it was most of the gateway's idle CPU.
-                    if self.gw.store.shared_by_replicas() {
-                        self.fill_window(framed).await?;
-                    }
+                    // No outbox query here: our API wakes the link for new
+                    // messages, acks reopen a full window, and messages accepted by
+                    // another replica are announced by `outbox_watch`.
                 }
                 _ = gw.shutdown.cancelled() => {
                     let _ = framed.send(Frame::goodbye(GoodbyeCode::Normal, "gateway shutting down")).await;

@@ -20,6 +20,7 @@ mod leases;
 mod link;
 mod listener;
 mod metrics;
+mod outbox_watch;
 mod reload;
 mod store;
 mod store_lock;
@@ -288,6 +289,7 @@ async fn run(config_path: &std::path::Path) -> Result<(), String> {
     tokio::spawn(reload::watch(gw.clone()));
     tokio::spawn(expiry::watch(gw.clone()));
     tokio::spawn(leases::renew(gw.clone()));
+    tokio::spawn(outbox_watch::watch(gw.clone()));
     let admin = {
         let gw = gw.clone();
         tokio::spawn(async move {

@@ -745,6 +745,20 @@ impl Store {
         })
     }
 
+    /// The last sequence number assigned towards each partner that has one: one
+    /// cheap query that tells replicas sharing the store which outboxes grew.
+    pub async fn outbox_heads(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        on_pool!(self, |pool, q| {
+            let rows = sqlx::query(&q("SELECT peer_id, next_seq - 1 FROM outbox_state"))
+                .fetch_all(pool)
+                .await
+                .map_err(StoreError::from_db)?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+    }
+
     /// Number of messages in the inbox.
     pub async fn inbox_depth(&self) -> Result<i64, StoreError> {
         on_pool!(self, |pool, q| {
@@ -1123,6 +1137,9 @@ mod tests {
             store.enqueue(&[msg("c", None, "c3")]).await.unwrap();
             assert_eq!(store.max_assigned_seq("c").await.unwrap(), 3);
             assert_eq!(store.max_assigned_seq("b").await.unwrap(), 3);
+            let mut heads = store.outbox_heads().await.unwrap();
+            heads.sort();
+            assert_eq!(heads, vec![("b".to_string(), 3), ("c".to_string(), 3)]);
             store.close().await;
         }
     }
