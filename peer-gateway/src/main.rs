@@ -261,10 +261,6 @@ async fn run(config_path: &std::path::Path) -> Result<(), String> {
             .await
             .map_err(|e| format!("cannot open the message store: {e}"))?,
     );
-    store
-        .drop_stale_local_leases()
-        .await
-        .map_err(|e| format!("cannot open the message store: {e}"))?;
     let api_listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
         .map_err(|e| format!("cannot listen on api_listen {}: {e}", config.api_listen))?;

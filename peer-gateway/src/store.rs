@@ -824,19 +824,6 @@ impl Store {
         })
     }
 
-    /// SQLite has exactly one replica: leases left by a previous (killed) process
-    /// of this gateway are stale and are dropped at start, so a restarted gateway
-    /// takes its links at once instead of waiting for them to expire.
-    pub async fn drop_stale_local_leases(&self) -> Result<(), StoreError> {
-        if let Backend::Sqlite(pool) = &self.backend {
-            sqlx::query("DELETE FROM link_leases")
-                .execute(pool)
-                .await
-                .map_err(StoreError::from_db)?;
-        }
-        Ok(())
-    }
-
     /// Gives up every lease of `owner` (clean shutdown: others take over at once).
     pub async fn release_leases(&self, owner: &str) -> Result<(), StoreError> {
         on_pool!(self, |pool, q| {

@@ -1,12 +1,13 @@
 //! One gateway process per SQLite store.
 //!
 //! A SQLite store serves exactly one gateway (replicas share a PostgreSQL
-//! store), which is what lets the gateway skip link leases with SQLite and drop
-//! a killed predecessor's leases at start. A second process opening the same
-//! file by mistake (a manual run beside the service) would break that, so
-//! opening a SQLite store takes an exclusive `flock` on `<file>.lock`, held
-//! until the store is closed or the process ends (the kernel releases it even
-//! after `kill -9`, so there is never a stale lock to clean up).
+//! store), which is what lets the gateway skip link leases with SQLite (so a
+//! restarted gateway never waits for a killed predecessor's). A second process
+//! opening the same file by mistake (a manual run beside the service) would
+//! break that, so opening a SQLite store takes an exclusive `flock` on
+//! `<file>.lock`, held until the store is closed or the process ends (the
+//! kernel releases it even after `kill -9`, so there is never a stale lock to
+//! clean up).
 
 use std::fs::{File, OpenOptions};
 use std::io;

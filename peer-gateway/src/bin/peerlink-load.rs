@@ -103,35 +103,7 @@ enum Command {
     },
     /// Links N in-process partners to one gateway; measures memory per idle link,
     /// time to link all, idle CPU and status API latency.
-    FleetLink {
-        #[arg(long)]
-        fleet: PathBuf,
-        #[arg(long)]
-        n: usize,
-        /// The gateway's peer listener.
-        #[arg(long)]
-        gateway: SocketAddr,
-        /// The gateway's CA directory (public part) and its server cert and key,
-        /// for the in-process baseline acceptor.
-        #[arg(long)]
-        node_dir: PathBuf,
-        #[arg(long)]
-        server_cert: PathBuf,
-        #[arg(long)]
-        server_key: PathBuf,
-        #[arg(long)]
-        admin: SocketAddr,
-        #[arg(long)]
-        pid: u32,
-        /// Handshakes in flight at once.
-        #[arg(long, default_value_t = 32)]
-        concurrency: usize,
-        /// Seconds of CPU sampling (idle with no links, idle with all links).
-        #[arg(long, default_value_t = 10.0)]
-        idle_seconds: f64,
-        #[arg(long, default_value_t = 20)]
-        status_samples: usize,
-    },
+    FleetLink(FleetArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -197,34 +169,7 @@ fn main() {
                 senders,
             } => latency(&pair, &rates, seconds, size, senders).await,
             Command::FleetGen { n, out } => fleet_gen(n, &out).await,
-            Command::FleetLink {
-                fleet,
-                n,
-                gateway,
-                node_dir,
-                server_cert,
-                server_key,
-                admin,
-                pid,
-                concurrency,
-                idle_seconds,
-                status_samples,
-            } => {
-                fleet_link(FleetArgs {
-                    fleet,
-                    n,
-                    gateway,
-                    node_dir,
-                    server_cert,
-                    server_key,
-                    admin,
-                    pid,
-                    concurrency,
-                    idle_seconds,
-                    status_samples,
-                })
-                .await
-            }
+            Command::FleetLink(args) => fleet_link(args).await,
         }
     });
     match result {
@@ -1017,17 +962,35 @@ async fn fleet_gen(n: usize, out: &Path) -> Result<Value> {
     Ok(json!({ "n": n, "seconds": start.elapsed().as_secs_f64() }))
 }
 
+/// The `fleet-link` arguments.
+#[derive(clap::Args)]
 struct FleetArgs {
+    #[arg(long)]
     fleet: PathBuf,
+    #[arg(long)]
     n: usize,
+    /// The gateway's peer listener.
+    #[arg(long)]
     gateway: SocketAddr,
+    /// The gateway's CA directory (public part) and its server cert and key,
+    /// for the in-process baseline acceptor.
+    #[arg(long)]
     node_dir: PathBuf,
+    #[arg(long)]
     server_cert: PathBuf,
+    #[arg(long)]
     server_key: PathBuf,
+    #[arg(long)]
     admin: SocketAddr,
+    #[arg(long)]
     pid: u32,
+    /// Handshakes in flight at once.
+    #[arg(long, default_value_t = 32)]
     concurrency: usize,
+    /// Seconds of CPU sampling (idle with no links, idle with all links).
+    #[arg(long, default_value_t = 10.0)]
     idle_seconds: f64,
+    #[arg(long, default_value_t = 20)]
     status_samples: usize,
 }
 

@@ -35,79 +35,63 @@ enum CanonValue {
     Raw(u8, bool, u32, Vec<u8>),
 }
 
-/// Decodes a directory string value, `None` if it is not one of the
-/// directory string types. `Some(None)` if it is one but is undecodable.
-fn decode_directory_string(value: &Any<'_>) -> Option<Option<String>> {
+/// Walks the characters of a directory string value into `push`: `None` if
+/// the value is not one of the directory string types, `Some(false)` if it is
+/// one but does not decode (what was pushed is then meaningless). One walker
+/// serves both decoding and the allocation-free decodability check, so the two
+/// can never disagree.
+fn walk_directory_string(value: &Any<'_>, mut push: impl FnMut(char)) -> Option<bool> {
     if value.class() != Class::Universal || value.header.is_constructed() {
         return None;
     }
     let data = value.data;
     let tag = value.tag();
     let decoded = if tag == Tag::Utf8String {
-        std::str::from_utf8(data).ok().map(str::to_owned)
+        std::str::from_utf8(data)
+            .map(|s| s.chars().for_each(&mut push))
+            .is_ok()
     } else if tag == Tag::PrintableString || tag == Tag::TeletexString {
         // PrintableString is a subset of ASCII (some tools put '*' or '_' in it,
         // which stays unambiguous). T.61 agrees with ASCII on its printable
         // subset only, so anything else is left undecodable.
-        if data.iter().all(|b| (0x20..0x7f).contains(b)) {
-            std::str::from_utf8(data).ok().map(str::to_owned)
-        } else {
-            None
+        let printable = data.iter().all(|b| (0x20..0x7f).contains(b));
+        if printable {
+            data.iter().for_each(|&b| push(char::from(b)));
         }
-    } else if tag == Tag::BmpString {
-        if !data.len().is_multiple_of(2) {
-            None
-        } else {
-            let units = data
-                .chunks_exact(2)
-                .map(|c| u16::from_be_bytes([c[0], c[1]]));
-            char::decode_utf16(units)
-                .collect::<Result<String, _>>()
-                .ok()
-        }
-    } else if tag == Tag::UniversalString {
-        if !data.len().is_multiple_of(4) {
-            None
-        } else {
-            data.chunks_exact(4)
-                .map(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])))
-                .collect::<Option<String>>()
-        }
-    } else {
-        return None;
-    };
-    Some(decoded)
-}
-
-/// Whether a value that claims a directory string type decodes (what
-/// [`decode_directory_string`] would return `Some(Some(_))` for), or is not a
-/// directory string at all. Allocates nothing: it gates the byte-identical fast
-/// path of [`rdn_equal`], which must not let an undecodable value equal itself.
-fn value_decodable(value: &Any<'_>) -> bool {
-    if value.class() != Class::Universal || value.header.is_constructed() {
-        return true;
-    }
-    let data = value.data;
-    let tag = value.tag();
-    if tag == Tag::Utf8String {
-        std::str::from_utf8(data).is_ok()
-    } else if tag == Tag::PrintableString || tag == Tag::TeletexString {
-        data.iter().all(|b| (0x20..0x7f).contains(b))
+        printable
     } else if tag == Tag::BmpString {
         data.len().is_multiple_of(2)
             && char::decode_utf16(
                 data.chunks_exact(2)
                     .map(|c| u16::from_be_bytes([c[0], c[1]])),
             )
-            .all(|c| c.is_ok())
+            .all(|c| c.map(&mut push).is_ok())
     } else if tag == Tag::UniversalString {
         data.len().is_multiple_of(4)
-            && data
-                .chunks_exact(4)
-                .all(|c| char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]])).is_some())
+            && data.chunks_exact(4).all(|c| {
+                char::from_u32(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+                    .map(&mut push)
+                    .is_some()
+            })
     } else {
-        true
-    }
+        return None;
+    };
+    Some(decoded)
+}
+
+/// Decodes a directory string value, `None` if it is not one of the
+/// directory string types. `Some(None)` if it is one but is undecodable.
+fn decode_directory_string(value: &Any<'_>) -> Option<Option<String>> {
+    let mut text = String::with_capacity(value.data.len());
+    let decoded = walk_directory_string(value, |c| text.push(c))?;
+    Some(decoded.then_some(text))
+}
+
+/// Whether a value that claims a directory string type decodes, or is not a
+/// directory string at all. Allocates nothing: it gates the byte-identical fast
+/// path of [`rdn_equal`], which must not let an undecodable value equal itself.
+fn value_decodable(value: &Any<'_>) -> bool {
+    walk_directory_string(value, |_| {}).unwrap_or(true)
 }
 
 /// Simplified LDAP StringPrep (RFC 4518): NFKC, case fold, space handling.
