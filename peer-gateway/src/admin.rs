@@ -226,16 +226,30 @@ async fn ping(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Respons
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
-    if link.commands.send(LinkCommand::Ping(tx)).await.is_err() {
+    // Bounded: the link's command queue is short and its loop never blocks, but a
+    // ping must answer whatever the link is doing.
+    let ask = link.commands.send(LinkCommand::Ping(tx));
+    if !matches!(
+        tokio::time::timeout(Duration::from_secs(5), ask).await,
+        Ok(Ok(()))
+    ) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("the link to {id} just closed"),
+            format!("the link to {id} just closed or does not answer"),
         );
     }
     match tokio::time::timeout(Duration::from_secs(10), rx).await {
-        Ok(Ok(rtt)) => {
+        Ok(Ok(Ok(rtt))) => {
             Json(json!({ "peer": id, "rtt_ms": rtt.as_secs_f64() * 1000.0 })).into_response()
         }
-        _ => error(StatusCode::GATEWAY_TIMEOUT, format!("no pong from {id}")),
+        Ok(Ok(Err(why))) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no pong from {id}: {why}"),
+        ),
+        Ok(Err(_)) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("no pong from {id}: the link ended before the answer"),
+        ),
+        Err(_) => error(StatusCode::GATEWAY_TIMEOUT, format!("no pong from {id}")),
     }
 }

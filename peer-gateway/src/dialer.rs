@@ -218,7 +218,7 @@ async fn dial(
     .await
     .map_err(|_| ("connect timed out".to_string(), None))?
     .map_err(|e| (format!("connect failed: {e}"), None))?;
-    let _ = tcp.set_nodelay(true);
+    crate::socket::tune_peer_socket(&tcp, link);
     let tls = gw.tls();
     let handshake = async {
         let stream = tls.connect(tcp, peer_id).await.map_err(|e| {

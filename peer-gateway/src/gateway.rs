@@ -40,11 +40,15 @@ pub enum LinkState {
     Standby,
 }
 
+/// Where a link answers an operator's ping: the round trip, or why there is none
+/// (the link is stalled, or ended before the pong).
+pub type PingReply = oneshot::Sender<Result<Duration, String>>;
+
 /// Orders a link task can receive.
 #[derive(Debug)]
 pub enum LinkCommand {
     /// Measure a round trip.
-    Ping(oneshot::Sender<Duration>),
+    Ping(PingReply),
     /// Say goodbye with this code and close.
     Close(GoodbyeCode, String),
     /// Offer our newest CRL.

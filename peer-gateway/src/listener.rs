@@ -87,7 +87,7 @@ async fn handshake(
     tcp: TcpStream,
     remote: std::net::SocketAddr,
 ) -> Option<Accepted> {
-    let _ = tcp.set_nodelay(true);
+    crate::socket::tune_peer_socket(&tcp, &gw.config.link);
     let tls = gw.tls();
     let work = async {
         let (stream, peer_id) = match tls.accept(tcp).await {

@@ -22,6 +22,7 @@ mod listener;
 mod metrics;
 mod outbox_watch;
 mod reload;
+mod socket;
 mod store;
 mod store_lock;
 mod tiebreak;

@@ -134,6 +134,8 @@ pub struct Metrics {
     pub messages_acknowledged: CounterFamily,
     /// Messages accepted through the API, by peer.
     pub messages_accepted: CounterFamily,
+    /// Links declared dead, by peer and reason (`nothing_received`, `write_stalled`).
+    pub links_dead: CounterFamily,
 }
 
 impl Metrics {
@@ -173,6 +175,11 @@ impl Metrics {
             out,
             "peerlink_messages_received_total",
             "New messages stored in the inbox, by sending peer.",
+        );
+        self.links_dead.render(
+            out,
+            "peerlink_links_dead_total",
+            "Links declared dead, by peer and reason: nothing_received (no frame for the dead-link bound) or write_stalled (the partner accepted no byte for that long).",
         );
     }
 }

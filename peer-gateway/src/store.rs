@@ -147,33 +147,56 @@ pub struct OutboxStats {
 /// Starting a write transaction: SQLite must take the write lock up front
 /// (`BEGIN IMMEDIATE`), or a read that later writes fails with
 /// `SQLITE_BUSY_SNAPSHOT` when another connection committed in between.
-trait WritePool {
+///
+/// Every write transaction starts here, never with `pool.begin()`: sqlx 0.8
+/// has a window inside `begin` (after `BEGIN` ran, before the `Transaction`
+/// exists) where a caller that stops waiting (an HTTP client that hangs up, a
+/// timeout) leaves the connection in the pool inside an open transaction that
+/// nothing will end. On SQLite that connection holds the write lock for good
+/// and every other write fails with "database is locked" (sqlx issues #3932 and
+/// #4385). So `begin` runs in a task of its own that always completes; if the
+/// caller is gone by then, the finished `Transaction` is dropped there and
+/// rolls back as usual.
+trait WritePool: Clone + Send + Sync + 'static {
     type Db: sqlx::Database;
+
+    /// `BEGIN` (or `BEGIN IMMEDIATE`), run to completion whatever the caller does.
+    fn begin_uncancellable(
+        self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
+           + Send
+           + 'static;
+
     fn begin_write(
         &self,
     ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Db>, sqlx::Error>>
-           + Send;
+           + Send {
+        let started = tokio::spawn(self.clone().begin_uncancellable());
+        async move {
+            started.await.map_err(|e| {
+                sqlx::Error::Io(std::io::Error::other(format!(
+                    "the task starting a transaction failed: {e}"
+                )))
+            })?
+        }
+    }
 }
 
 impl WritePool for SqlitePool {
     type Db = sqlx::Sqlite;
-    fn begin_write(
-        &self,
-    ) -> impl std::future::Future<
-        Output = Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error>,
-    > + Send {
-        self.begin_with("BEGIN IMMEDIATE")
+    async fn begin_uncancellable(
+        self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
     }
 }
 
 impl WritePool for PgPool {
     type Db = sqlx::Postgres;
-    fn begin_write(
-        &self,
-    ) -> impl std::future::Future<
-        Output = Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error>,
-    > + Send {
-        self.begin()
+    async fn begin_uncancellable(
+        self,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
     }
 }
 
@@ -1197,5 +1220,48 @@ mod tests {
         assert_eq!(again.rotate_epoch("b", &epoch).await.unwrap(), rotated);
         // Only towards that peer.
         assert_eq!(again.current_epoch("c").await.unwrap(), epoch);
+    }
+
+    /// Write transactions that their caller abandons at any point (an HTTP client
+    /// that hangs up, a timeout around a handshake) must leave no connection in
+    /// the pool holding SQLite's write lock or PostgreSQL's open transaction: one
+    /// such connection made every later write fail with "database is locked".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn abandoned_writes_leave_no_transaction_open() {
+        use std::future::Future;
+        for (store, _dir) in stores().await {
+            let kind = store.kind();
+            let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+            for round in 0..3_000u32 {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                let polls = rng % 6;
+                let pause = std::time::Duration::from_micros(rng % 200);
+                let acks = [(Some("a".to_string()), format!("m{round}"))];
+                let mut write = std::pin::pin!(store.ack_inbox(&acks));
+                let waker = futures_util::task::noop_waker();
+                let mut cx = std::task::Context::from_waker(&waker);
+                for _ in 0..polls {
+                    if write.as_mut().poll(&mut cx).is_ready() {
+                        break;
+                    }
+                    std::thread::sleep(pause);
+                }
+                // Dropped here, wherever it got to.
+            }
+            // Every pooled connection must still write, promptly.
+            for i in 0..16 {
+                let acks = [(Some("a".to_string()), format!("after{i}"))];
+                let done =
+                    tokio::time::timeout(std::time::Duration::from_secs(5), store.ack_inbox(&acks))
+                        .await;
+                assert!(
+                    matches!(done, Ok(Ok(_))),
+                    "{kind}: write {i} after abandoned writes: {done:?}"
+                );
+            }
+            store.close().await;
+        }
     }
 }

@@ -211,6 +211,11 @@ pub struct Node {
     pub config: PathBuf,
     /// The gateway's log (stderr of every run, appended).
     pub log: PathBuf,
+    /// Where its admin and application APIs listen (loopback unless the gateway
+    /// runs in a network namespace, see [`crate::netns`]).
+    pub api_ip: std::net::IpAddr,
+    /// A command that runs the gateway (e.g. `ip netns exec NS`); empty: run it directly.
+    pub launcher: Vec<String>,
     child: Option<Child>,
 }
 
@@ -227,7 +232,7 @@ impl Node {
 
     /// The admin address.
     pub fn admin(&self) -> SocketAddr {
-        SocketAddr::from(([127, 0, 0, 1], self.admin_port))
+        SocketAddr::new(self.api_ip, self.admin_port)
     }
 
     /// The admin address as `--admin` takes it.
@@ -372,6 +377,8 @@ impl Net {
             server_cert,
             config: self.path(&format!("{name}.toml")),
             log: self.path(&format!("{name}.log")),
+            api_ip: std::net::IpAddr::from([127, 0, 0, 1]),
+            launcher: Vec::new(),
             child: None,
         };
         fs::write(
@@ -410,7 +417,8 @@ impl Net {
             .unwrap_or_else(|| panic!("no node {name}"))
     }
 
-    fn node_mut(&mut self, name: &str) -> &mut Node {
+    /// Node `name`, to change how it is started ([`Node::launcher`], [`Node::api_ip`]).
+    pub fn node_mut(&mut self, name: &str) -> &mut Node {
         self.nodes
             .iter_mut()
             .find(|n| n.name == name)
@@ -456,7 +464,15 @@ impl Net {
         )
         .expect("write log");
         let stdout = log.try_clone().expect("clone log handle");
-        let child = Command::new(peer_gateway_path())
+        let mut command = match node.launcher.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(peer_gateway_path());
+                c
+            }
+            None => Command::new(peer_gateway_path()),
+        };
+        let child = command
             .arg("run")
             .arg("--config")
             .arg(config)

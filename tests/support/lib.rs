@@ -818,4 +818,5 @@ mod tests {
 
 pub mod gateway;
 pub mod messaging;
+pub mod netns;
 pub mod traffic;

@@ -9,24 +9,38 @@
 //! drops resends from the last acknowledged sequence number; the receiver
 //! drops what it already stored. Every message thus lands in the peer's inbox
 //! exactly once.
+//!
+//! The loop never waits on its socket: frames go to a [`writer::Writer`] task,
+//! so the dead-link rule holds for writes as for reads (nothing received, or
+//! nothing written, for the dead-link bound ends the link).
+
+mod writer;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::codec::Framed;
+use tokio::io::{AsyncRead, AsyncWrite, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::codec::{Framed, FramedParts};
+
+use writer::Writer;
 
 use crate::crl_store::CrlOutcome;
 use crate::frame::{Frame, FrameCodec, FrameError, GoodbyeCode, PROTOCOL_VERSION};
-use crate::gateway::{Gateway, LinkCommand, LinkHandle};
+use crate::gateway::{Gateway, LinkCommand, LinkHandle, PingReply};
 use crate::store::WireMessage;
 use crate::tiebreak::Direction;
 
 /// Most Message frames stored in one transaction.
 const MAX_GROUP: usize = 1024;
+
+/// Longest a goodbye (and the TLS close after it) may take. A goodbye is a
+/// courtesy: a partner that reads nothing must not hold the link's end.
+pub fn goodbye_bound(heartbeat: Duration) -> Duration {
+    (heartbeat / 4).min(Duration::from_secs(1))
+}
 
 /// Why a link could not be set up after the TLS handshake.
 #[derive(Debug, thiserror::Error)]
@@ -145,8 +159,9 @@ pub async fn run<S>(
     hello: PeerHello,
 ) -> Option<Ended>
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    let bound = goodbye_bound(gw.config.link.heartbeat());
     let (tx, mut commands) = mpsc::channel(16);
     let link_id = gw.next_link_id();
     let last_rx = Arc::new(std::sync::Mutex::new(Instant::now()));
@@ -160,18 +175,24 @@ where
     };
     if !gw.register_link(&peer_id, handle) {
         tracing::info!(peer = %peer_id, ?direction, "closing duplicate link (tie-break keeps the other one)");
-        let _ = framed
-            .send(Frame::goodbye(
-                GoodbyeCode::DuplicateLink,
-                "a link already exists",
-            ))
-            .await;
-        let _ = framed.close().await;
+        let goodbye = async {
+            let _ = framed
+                .send(Frame::goodbye(
+                    GoodbyeCode::DuplicateLink,
+                    "a link already exists",
+                ))
+                .await;
+            let _ = framed.close().await;
+        };
+        let _ = tokio::time::timeout(bound, goodbye).await;
         return None;
     }
     tracing::info!(peer = %peer_id, ?direction, link = link_id, "link up");
 
+    let (mut reader, write_half, codec) = split(framed);
     let mut link = Link {
+        writer: Writer::spawn(write_half, codec),
+        goodbye: None,
         gw: gw.clone(),
         peer_id: peer_id.clone(),
         last_rx_shared: last_rx,
@@ -186,8 +207,7 @@ where
         in_flight: VecDeque::new(),
         in_flight_bytes: 0,
     };
-    let result = link.drive(&mut framed, &mut commands).await;
-    let _ = framed.close().await;
+    let result = link.drive(&mut reader, &mut commands).await;
     let partner_kept_another = matches!(result, Ok(End::Duplicate(_)));
     let (error, idle) = match result {
         Ok(End::Idle(reason)) => {
@@ -203,9 +223,15 @@ where
             (Some(e), false)
         }
     };
-    let up_for = gw.link_ended(&peer_id, link_id, error, idle)?;
+    // Status first: the goodbye below may take its whole bound.
+    let up_for = gw.link_ended(&peer_id, link_id, error, idle);
+    match link.goodbye.take() {
+        Some(goodbye) => link.writer.close_with(goodbye, bound).await,
+        None => link.writer.close(bound).await,
+    }
+    drop(reader);
     Some(Ended {
-        up_for,
+        up_for: up_for?,
         partner_kept_another,
     })
 }
@@ -234,6 +260,9 @@ enum End {
 }
 
 struct Link {
+    writer: Writer,
+    /// Said (best effort, bounded) when the loop ends.
+    goodbye: Option<Frame>,
     gw: Arc<Gateway>,
     peer_id: String,
     last_rx_shared: Arc<std::sync::Mutex<Instant>>,
@@ -244,7 +273,7 @@ struct Link {
     /// Application activity (anything but heartbeats) keeps an idle-closing link open.
     last_activity: Instant,
     next_nonce: u64,
-    pending_pings: Vec<(u64, Instant, Option<oneshot::Sender<Duration>>)>,
+    pending_pings: Vec<(u64, Instant, Option<PingReply>)>,
     /// Highest outbox sequence number sent on this link.
     sent_up_to: i64,
     /// (seq, size) of messages sent and not yet acknowledged.
@@ -252,11 +281,36 @@ struct Link {
     in_flight_bytes: usize,
 }
 
+/// The read half of a link's stream, decoding frames.
+type Reader<S> = Framed<ReadHalf<S>, FrameCodec>;
+
+/// Splits an established link's stream: reads stay in the link's task, writes
+/// go to their own (see `writer`). Bytes that arrived with the partner's Hello
+/// belong to the next frames and are decoded before anything else is read.
+fn split<S>(framed: Framed<S, FrameCodec>) -> (Reader<S>, WriteHalf<S>, FrameCodec)
+where
+    S: AsyncRead + AsyncWrite,
+{
+    let FramedParts {
+        io,
+        codec,
+        read_buf,
+        ..
+    } = framed.into_parts();
+    let (read_half, write_half) = tokio::io::split(io);
+    let mut parts = FramedParts::new(read_half, codec);
+    // `from_parts` (unlike a new reader given the buffer afterwards) knows the
+    // buffer may already hold whole frames.
+    parts.read_buf = read_buf;
+    (Framed::from_parts(parts), write_half, codec)
+}
+
 impl Link {
-    /// The link loop. Ok for orderly ends, Err(reason) for failures.
+    /// The link loop. Ok for orderly ends, Err(reason) for failures. Sets
+    /// `self.goodbye` to what the partner should be told.
     async fn drive<S>(
         &mut self,
-        framed: &mut Framed<S, FrameCodec>,
+        reader: &mut Reader<S>,
         commands: &mut mpsc::Receiver<LinkCommand>,
     ) -> Result<End, String>
     where
@@ -271,112 +325,119 @@ impl Link {
         };
         let mut last_rx = Instant::now();
         // A quarter heartbeat: pings leave at most 1.25 intervals after the last
-        // frame sent, which keeps the stale-link rule (1.6 intervals) safe.
+        // frame sent, which keeps the stale-link rule (1.6 intervals) safe, and a
+        // dead link is declared at most a quarter interval late.
         let mut tick = tokio::time::interval(heartbeat / 4);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let outbox = gw.outbox_waker(&self.peer_id);
 
         if let Some(crl) = gw.tls().trust().crl_der.clone() {
-            self.send_crl(framed, crl).await?;
+            self.send_crl(crl)?;
         }
         self.sent_up_to = gw
             .store
             .acked_seq(&self.peer_id)
             .await
             .map_err(|e| e.to_string())?;
-        self.fill_window(framed).await?;
+        self.fill_window().await?;
 
         loop {
             tokio::select! {
-                frame = framed.next() => {
+                frame = reader.next() => {
                     last_rx = Instant::now();
                     *self.last_rx_shared.lock().unwrap_or_else(|p| p.into_inner()) = last_rx;
                     let first = match frame {
                         None => return Err("connection closed by the partner without goodbye".into()),
-                        Some(Err(e)) => return Err(self.protocol_error(framed, e).await),
+                        Some(Err(e)) => return Err(self.protocol_error(e)),
                         Some(Ok(frame)) => frame,
                     };
                     // Group commit: take every frame that is already here.
                     let mut ready = vec![first];
                     while ready.len() < MAX_GROUP {
-                        match framed.next().now_or_never() {
+                        match reader.next().now_or_never() {
                             Some(Some(Ok(frame))) => ready.push(frame),
                             Some(Some(Err(e))) => {
-                                self.handle_frames(framed, ready).await?;
-                                return Err(self.protocol_error(framed, e).await);
+                                self.handle_frames(ready).await?;
+                                return Err(self.protocol_error(e));
                             }
                             _ => break,
                         }
                     }
-                    if let Some(end) = self.handle_frames(framed, ready).await? {
+                    if let Some(end) = self.handle_frames(ready).await? {
                         return Ok(end);
                     }
                 }
+                reason = self.writer.failed() => return Err(format!("send failed: {reason}")),
                 _ = outbox.notified() => {
                     self.last_activity = Instant::now();
-                    self.fill_window(framed).await?;
+                    self.fill_window().await?;
                 }
                 command = commands.recv() => match command {
                     Some(LinkCommand::Ping(reply)) => {
                         self.last_activity = Instant::now();
-                        self.ping(framed, Some(reply)).await?;
+                        let stalled = self.writer.stalled_for();
+                        if stalled >= heartbeat {
+                            let _ = reply.send(Err(format!(
+                                "the link is stalled: the partner has accepted nothing for {} ms",
+                                stalled.as_millis()
+                            )));
+                        } else {
+                            self.ping(Some(reply))?;
+                        }
                     }
-                    Some(LinkCommand::SendCrl(der)) => self.send_crl(framed, der).await?,
+                    Some(LinkCommand::SendCrl(der)) => self.send_crl(der)?,
                     Some(LinkCommand::Close(code, reason)) => {
-                        let _ = framed.send(Frame::goodbye(code, &reason)).await;
+                        self.goodbye = Some(Frame::goodbye(code, &reason));
                         return Ok(End::Orderly(format!("closed by us: {code:?} {reason}")));
                     }
                     None => return Ok(End::Orderly("gateway stopping".into())),
                 },
                 _ = tick.tick() => {
+                    let stalled = self.writer.stalled_for();
+                    if stalled >= dead_after {
+                        // No goodbye: nothing gets through.
+                        gw.metrics.links_dead.inc(&[("peer", &self.peer_id), ("reason", "write_stalled")]);
+                        return Err(format!(
+                            "dead link: write stalled for {} ms (the partner reads nothing, or the path to it dropped)",
+                            stalled.as_millis()
+                        ));
+                    }
                     if last_rx.elapsed() >= dead_after {
-                        let _ = framed.send(Frame::goodbye(GoodbyeCode::HeartbeatTimeout, "nothing received")).await;
-                        return Err(format!("dead link: nothing received for {} ms", dead_after.as_millis()));
+                        gw.metrics.links_dead.inc(&[("peer", &self.peer_id), ("reason", "nothing_received")]);
+                        self.goodbye = Some(Frame::goodbye(GoodbyeCode::HeartbeatTimeout, "nothing received"));
+                        return Err(format!(
+                            "dead link: nothing received for {} ms",
+                            last_rx.elapsed().as_millis()
+                        ));
                     }
                     self.pending_pings.retain(|(_, sent, _)| sent.elapsed() < dead_after);
                     if idle_after.is_some_and(|idle| self.last_activity.elapsed() >= idle) && self.in_flight.is_empty() {
-                        let _ = framed.send(Frame::goodbye(GoodbyeCode::Idle, "no traffic")).await;
+                        self.goodbye = Some(Frame::goodbye(GoodbyeCode::Idle, "no traffic"));
                         return Ok(End::Idle("closed by us: idle".into()));
                     }
                     if self.last_tx.elapsed() >= heartbeat {
-                        self.ping(framed, None).await?;
+                        self.ping(None)?;
                     }
                     // No outbox query here: our API wakes the link for new
                     // messages, acks reopen a full window, and messages accepted by
                     // another replica are announced by `outbox_watch`.
                 }
                 _ = gw.shutdown.cancelled() => {
-                    let _ = framed.send(Frame::goodbye(GoodbyeCode::Normal, "gateway shutting down")).await;
+                    self.goodbye = Some(Frame::goodbye(GoodbyeCode::Normal, "gateway shutting down"));
                     return Ok(End::Orderly("gateway shutting down".into()));
                 }
             }
         }
     }
 
-    async fn protocol_error<S>(
-        &mut self,
-        framed: &mut Framed<S, FrameCodec>,
-        e: FrameError,
-    ) -> String
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let _ = framed
-            .send(Frame::goodbye(e.goodbye_code(), &e.to_string()))
-            .await;
+    fn protocol_error(&mut self, e: FrameError) -> String {
+        self.goodbye = Some(Frame::goodbye(e.goodbye_code(), &e.to_string()));
         format!("protocol error from partner: {e}")
     }
 
     /// Handles frames received together; runs of Message frames are stored in one
     /// transaction and acknowledged once.
-    async fn handle_frames<S>(
-        &mut self,
-        framed: &mut Framed<S, FrameCodec>,
-        frames: Vec<Frame>,
-    ) -> Result<Option<End>, String>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    async fn handle_frames(&mut self, frames: Vec<Frame>) -> Result<Option<End>, String> {
         let mut batch: Vec<WireMessage> = Vec::new();
         for frame in frames {
             if let Frame::Message {
@@ -396,23 +457,16 @@ impl Link {
                 });
                 continue;
             }
-            self.store_batch(framed, &mut batch).await?;
-            if let Some(end) = self.handle_control(framed, frame).await? {
+            self.store_batch(&mut batch).await?;
+            if let Some(end) = self.handle_control(frame).await? {
                 return Ok(Some(end));
             }
         }
-        self.store_batch(framed, &mut batch).await?;
+        self.store_batch(&mut batch).await?;
         Ok(None)
     }
 
-    async fn store_batch<S>(
-        &mut self,
-        framed: &mut Framed<S, FrameCodec>,
-        batch: &mut Vec<WireMessage>,
-    ) -> Result<(), String>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    async fn store_batch(&mut self, batch: &mut Vec<WireMessage>) -> Result<(), String> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -431,39 +485,30 @@ impl Link {
                     .add(&[("peer", &self.peer_id)], new);
                 self.gw.inbox_arrived.notify_waiters();
                 let seq = u64::try_from(last).unwrap_or(0);
-                self.send(framed, Frame::Ack { seq }).await
+                self.send(Frame::Ack { seq })
             }
             Err(e) => {
                 // Not acknowledged: the partner keeps the messages and resends them on
                 // the next link, after its backoff.
-                let _ = framed
-                    .send(Frame::goodbye(
-                        GoodbyeCode::Normal,
-                        "receiver storage unavailable",
-                    ))
-                    .await;
+                self.goodbye = Some(Frame::goodbye(
+                    GoodbyeCode::Normal,
+                    "receiver storage unavailable",
+                ));
                 Err(format!("cannot store received messages: {e}"))
             }
         }
     }
 
-    async fn handle_control<S>(
-        &mut self,
-        framed: &mut Framed<S, FrameCodec>,
-        frame: Frame,
-    ) -> Result<Option<End>, String>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    async fn handle_control(&mut self, frame: Frame) -> Result<Option<End>, String> {
         match frame {
-            Frame::Ping { nonce } => self.send(framed, Frame::Pong { nonce }).await?,
+            Frame::Ping { nonce } => self.send(Frame::Pong { nonce })?,
             Frame::Pong { nonce } => {
                 if let Some(pos) = self.pending_pings.iter().position(|(n, _, _)| *n == nonce) {
                     let (_, sent, reply) = self.pending_pings.swap_remove(pos);
                     let rtt = sent.elapsed();
                     self.gw.set_rtt(&self.peer_id, rtt);
                     if let Some(reply) = reply {
-                        let _ = reply.send(rtt);
+                        let _ = reply.send(Ok(rtt));
                     }
                 }
             }
@@ -502,12 +547,10 @@ impl Link {
                         new_epoch = %new,
                         "the partner acknowledged messages this store never numbered (restored from an older copy?); started a new outbox epoch, messages may be delivered twice"
                     );
-                    let _ = framed
-                        .send(Frame::goodbye(
-                            GoodbyeCode::Normal,
-                            "sender restarted its outbox numbering",
-                        ))
-                        .await;
+                    self.goodbye = Some(Frame::goodbye(
+                        GoodbyeCode::Normal,
+                        "sender restarted its outbox numbering",
+                    ));
                     return Err(
                         "restarted its outbox numbering after an impossible acknowledgement".into(),
                     );
@@ -528,7 +571,7 @@ impl Link {
                     .metrics
                     .messages_acknowledged
                     .add(&[("peer", &self.peer_id)], acked);
-                self.fill_window(framed).await?;
+                self.fill_window().await?;
             }
             Frame::Crl { der } => self.handle_crl(&der),
             Frame::Goodbye {
@@ -555,20 +598,15 @@ impl Link {
             Frame::Unknown { .. } => {}
             other => {
                 let reason = format!("unexpected {} frame", other.frame_type_name());
-                let _ = framed
-                    .send(Frame::goodbye(GoodbyeCode::ProtocolError, &reason))
-                    .await;
+                self.goodbye = Some(Frame::goodbye(GoodbyeCode::ProtocolError, &reason));
                 return Err(format!("protocol error from partner: {reason}"));
             }
         }
         Ok(None)
     }
 
-    /// Sends outbox messages while the window has room.
-    async fn fill_window<S>(&mut self, framed: &mut Framed<S, FrameCodec>) -> Result<(), String>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    /// Queues outbox messages while the window has room.
+    async fn fill_window(&mut self) -> Result<(), String> {
         let link = &self.gw.config.link;
         loop {
             let room = link.window_frames.saturating_sub(self.in_flight.len());
@@ -594,23 +632,18 @@ impl Link {
                     ));
                 }
                 let seq = u64::try_from(m.seq).unwrap_or(0);
-                framed
-                    .feed(Frame::Message {
+                self.writer
+                    .send(Frame::Message {
                         seq,
                         id: m.message_id,
                         content_type: m.content_type,
                         body: m.body.into(),
                     })
-                    .await
-                    .map_err(|e| format!("send failed: {e}"))?;
+                    .map_err(|e| e.to_string())?;
                 self.sent_up_to = m.seq;
                 self.in_flight.push_back((m.seq, size));
                 self.in_flight_bytes += size;
             }
-            framed
-                .flush()
-                .await
-                .map_err(|e| format!("send failed: {e}"))?;
             self.gw
                 .metrics
                 .messages_sent
@@ -620,53 +653,29 @@ impl Link {
         }
     }
 
-    async fn ping<S>(
-        &mut self,
-        framed: &mut Framed<S, FrameCodec>,
-        reply: Option<oneshot::Sender<Duration>>,
-    ) -> Result<(), String>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    fn ping(&mut self, reply: Option<PingReply>) -> Result<(), String> {
         let nonce = self.next_nonce;
         self.next_nonce += 1;
         self.pending_pings.push((nonce, Instant::now(), reply));
-        self.send(framed, Frame::Ping { nonce }).await
+        self.send(Frame::Ping { nonce })
     }
 
-    async fn send<S>(
-        &mut self,
-        framed: &mut Framed<S, FrameCodec>,
-        frame: Frame,
-    ) -> Result<(), String>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        framed
-            .send(frame)
-            .await
-            .map_err(|e| format!("send failed: {e}"))?;
+    fn send(&mut self, frame: Frame) -> Result<(), String> {
+        self.writer.send(frame).map_err(|e| e.to_string())?;
         self.last_tx = Instant::now();
         Ok(())
     }
 
     /// Offers our CRL; one too large for a frame is logged and skipped, the link stays.
-    async fn send_crl<S>(
-        &mut self,
-        framed: &mut Framed<S, FrameCodec>,
-        der: Vec<u8>,
-    ) -> Result<(), String>
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
+    fn send_crl(&mut self, der: Vec<u8>) -> Result<(), String> {
         let max = self
             .peer_max_payload
-            .min(framed.codec().max_payload() as usize);
+            .min(self.gw.config.link.max_frame_bytes as usize);
         if der.len() > max {
             tracing::warn!(peer = %self.peer_id, size = der.len(), max, "our CRL is larger than a frame; not offered (raise link.max_frame_bytes)");
             return Ok(());
         }
-        self.send(framed, Frame::Crl { der: der.into() }).await
+        self.send(Frame::Crl { der: der.into() })
     }
 
     fn handle_crl(&self, der: &[u8]) {
@@ -684,5 +693,33 @@ impl Link {
                 tracing::warn!(peer = %self.peer_id, error = %e, "ignored a CRL offered by the partner")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A partner that sends its Hello and its first frame in one write: the frame
+    /// is already in our buffer when the Hello is decoded, and must be handled
+    /// without waiting for more bytes (which a quiet partner never sends).
+    #[tokio::test]
+    async fn frames_that_came_with_the_hello_are_decoded_after_the_split() {
+        let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
+        let mut bytes = bytes::BytesMut::new();
+        let mut codec = FrameCodec::default();
+        for frame in [Frame::hello("b", 65_536, 5_000), Frame::Ping { nonce: 7 }] {
+            tokio_util::codec::Encoder::encode(&mut codec, frame, &mut bytes).expect("encodes");
+        }
+        theirs.write_all(&bytes).await.expect("written");
+        let mut framed = Framed::new(ours, FrameCodec::default());
+        assert!(matches!(framed.next().await, Some(Ok(Frame::Hello { .. }))));
+        let (mut reader, _write_half, _) = split(framed);
+        let next = tokio::time::timeout(Duration::from_secs(5), reader.next()).await;
+        assert!(
+            matches!(next, Ok(Some(Ok(Frame::Ping { nonce: 7 })))),
+            "{next:?}"
+        );
     }
 }
