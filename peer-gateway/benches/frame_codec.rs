@@ -1,12 +1,8 @@
-//! The link frame codec (`src/frame.rs`, included as a module since the gateway
-//! is a binary crate): encode + decode of a `Message` frame, 1 KiB and 64 KiB
+//! The link frame codec (`peer_gateway::frame`): encode + decode of a `Message` frame, 1 KiB and 64 KiB
 //! bodies, and of a `Ping`, against tokio-util's `LengthDelimitedCodec` (a bare
 //! 4-byte length prefix) carrying a payload of the same size.
 //!
 //! `scripts/bench micro` runs it; `cargo bench -p peer-gateway --bench frame_codec`.
-
-#[path = "../src/frame.rs"]
-mod frame;
 
 use std::hint::black_box;
 
@@ -14,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
 
-use frame::{Frame, FrameCodec};
+use peer_gateway::frame::{self, Frame, FrameCodec};
 
 fn roundtrip_ours(codec: &mut FrameCodec, buf: &mut BytesMut, frame: &Frame) -> Frame {
     codec.encode(frame.clone(), buf).unwrap();

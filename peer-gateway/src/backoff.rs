@@ -7,10 +7,6 @@
 //! no attempt ever follows the previous one immediately, so a refusing peer can
 //! never make the dialer spin.
 
-// Helpers for status and logs are part of the API even where the gateway does
-// not use them yet.
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 use rand_core::{OsRng, RngCore};

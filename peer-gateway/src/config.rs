@@ -122,14 +122,15 @@ pub struct LinkConfig {
 
 impl Default for LinkConfig {
     fn default() -> Self {
+        let ms = |d: Duration| d.as_millis() as u64;
         LinkConfig {
-            heartbeat_ms: 5_000,
-            dead_after_heartbeats: 3,
-            handshake_timeout_ms: 10_000,
+            heartbeat_ms: u64::from(crate::frame::DEFAULT_HEARTBEAT_MS),
+            dead_after_heartbeats: crate::frame::DEAD_AFTER_HEARTBEATS,
+            handshake_timeout_ms: ms(crate::frame::HANDSHAKE_TIMEOUT),
             connect_timeout_ms: 5_000,
-            backoff_base_ms: 250,
-            backoff_cap_ms: 30_000,
-            stable_after_ms: 10_000,
+            backoff_base_ms: ms(crate::backoff::DEFAULT_BASE),
+            backoff_cap_ms: ms(crate::backoff::DEFAULT_CAP),
+            stable_after_ms: ms(crate::backoff::STABLE_AFTER),
             idle_close_ms: 0,
             max_frame_bytes: crate::frame::DEFAULT_MAX_PAYLOAD,
             reload_poll_ms: 1_000,

@@ -127,7 +127,7 @@ pub async fn supervise(gw: Arc<Gateway>, peer_id: String) {
         };
         match outcome {
             Ok(ended) => {
-                if ended.is_some_and(|e| e.up_for >= stable_after) {
+                if ended.is_some_and(|e| crate::backoff::is_stable(e.up_for, stable_after)) {
                     backoff.reset();
                 }
                 let kept_another = ended.is_some_and(|e| e.partner_kept_another);

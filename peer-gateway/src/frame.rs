@@ -20,10 +20,6 @@
 //! framing version gets a new id, so two implementations never disagree about
 //! the framing they speak.
 
-// The module is the protocol's whole vocabulary (limits, constructors); the
-// gateway does not use every item of it yet.
-#![allow(dead_code)]
-
 use std::fmt;
 use std::time::Duration;
 
@@ -251,13 +247,18 @@ pub enum Frame {
 
 impl Frame {
     /// A `Hello` of this protocol version.
-    pub fn hello(node_id: impl Into<String>, max_payload: u32, heartbeat_ms: u32) -> Frame {
+    pub fn hello(
+        node_id: impl Into<String>,
+        max_payload: u32,
+        heartbeat_ms: u32,
+        epoch: impl Into<String>,
+    ) -> Frame {
         Frame::Hello {
             version: PROTOCOL_VERSION,
             node_id: node_id.into(),
             max_payload,
             heartbeat_ms,
-            epoch: String::new(),
+            epoch: epoch.into(),
         }
     }
 
@@ -532,10 +533,9 @@ impl FrameError {
 
 /// Encodes and decodes `peerlink/1` frames with a payload limit.
 ///
-/// The same limit applies to both directions. A link that wants to send with
-/// the peer's advertised limit and receive with its own can split the stream
-/// and use one codec per direction ([`tokio_util::codec::FramedRead`] and
-/// [`tokio_util::codec::FramedWrite`]), or call [`FrameCodec::set_max_payload`].
+/// The same limit applies to both directions: a link receives with its own
+/// limit and checks what it sends against the partner's advertised one before
+/// encoding (a message over it is refused, not sent).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FrameCodec {
     max_payload: u32,
@@ -545,17 +545,6 @@ impl FrameCodec {
     /// A codec that rejects payloads larger than `max_payload` bytes.
     pub fn new(max_payload: u32) -> FrameCodec {
         FrameCodec { max_payload }
-    }
-
-    /// The current payload limit.
-    pub fn max_payload(&self) -> u32 {
-        self.max_payload
-    }
-
-    /// Changes the payload limit, e.g. to the minimum of ours and the peer's
-    /// after the `Hello` exchange.
-    pub fn set_max_payload(&mut self, max_payload: u32) {
-        self.max_payload = max_payload;
     }
 
     fn too_large(&self, length: u64) -> FrameError {
@@ -832,6 +821,7 @@ mod tests {
                 "3f0c5e0a9d3b4c1e8a7f6b5c4d3e2f10",
                 DEFAULT_MAX_PAYLOAD,
                 5000,
+                "9b1e4c0d2a7f4e8b8c3d6a5f1e2b3c4d",
             ),
             Frame::Ping { nonce: 0 },
             Frame::Ping { nonce: u64::MAX },
@@ -922,7 +912,7 @@ mod tests {
             ]
         );
 
-        let buf = encode(Frame::hello("node-a", 70_000, 5000));
+        let buf = encode(Frame::hello("node-a", 70_000, 5000, ""));
         let json: serde_json::Value = serde_json::from_slice(&buf[HEADER_LEN..]).expect("json");
         assert_eq!(
             json,
@@ -1055,11 +1045,11 @@ mod tests {
         let mut codec = FrameCodec::default();
         let mut buf = BytesMut::new();
         let invalid = [
-            Frame::hello("", DEFAULT_MAX_PAYLOAD, 5000),
-            Frame::hello("x".repeat(65), DEFAULT_MAX_PAYLOAD, 5000),
-            Frame::hello("-leading-dash", DEFAULT_MAX_PAYLOAD, 5000),
-            Frame::hello("a", MIN_MAX_PAYLOAD - 1, 5000),
-            Frame::hello("a", DEFAULT_MAX_PAYLOAD, 0),
+            Frame::hello("", DEFAULT_MAX_PAYLOAD, 5000, ""),
+            Frame::hello("x".repeat(65), DEFAULT_MAX_PAYLOAD, 5000, ""),
+            Frame::hello("-leading-dash", DEFAULT_MAX_PAYLOAD, 5000, ""),
+            Frame::hello("a", MIN_MAX_PAYLOAD - 1, 5000, ""),
+            Frame::hello("a", DEFAULT_MAX_PAYLOAD, 0, ""),
             Frame::Crl { der: Bytes::new() },
             Frame::Goodbye {
                 code: GoodbyeCode::Normal,

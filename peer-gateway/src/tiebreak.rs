@@ -13,10 +13,6 @@
 //! yet), the newer one is kept: the peer dialed again because the old one is
 //! dead to it.
 
-// Helpers for status and logs are part of the API even where the gateway does
-// not use them yet.
-#![allow(dead_code)]
-
 use std::cmp::Ordering;
 
 /// Who dialed a link, from the local node's point of view.
@@ -30,7 +26,8 @@ pub enum Direction {
 
 impl Direction {
     /// The same link seen from the other end.
-    pub fn reversed(self) -> Direction {
+    #[cfg(test)]
+    fn reversed(self) -> Direction {
         match self {
             Direction::Inbound => Direction::Outbound,
             Direction::Outbound => Direction::Inbound,

@@ -5,9 +5,6 @@
 //! Every subcommand prints one JSON object on stdout (progress goes to stderr).
 //! This is a measuring tool, not a test: it checks only what it needs to count.
 
-#[path = "../frame.rs"]
-mod frame;
-
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -25,7 +22,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::Framed;
 use x509_parser::prelude::FromDer;
 
-use frame::{Frame, FrameCodec, GoodbyeCode};
+use peer_gateway::frame::{self, Frame, FrameCodec, GoodbyeCode};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 type Result<T> = std::result::Result<T, Error>;
@@ -1077,6 +1074,7 @@ async fn partner_link(
                 p.id.clone(),
                 frame::DEFAULT_MAX_PAYLOAD,
                 5_000,
+                "",
             ))
             .await?;
         match framed.next().await {
@@ -1150,7 +1148,12 @@ async fn baseline_acceptor(
                     return;
                 }
                 if framed
-                    .send(Frame::hello(gateway_id, frame::DEFAULT_MAX_PAYLOAD, 5_000))
+                    .send(Frame::hello(
+                        gateway_id,
+                        frame::DEFAULT_MAX_PAYLOAD,
+                        5_000,
+                        "",
+                    ))
                     .await
                     .is_err()
                 {

@@ -97,13 +97,12 @@ where
         .current_epoch(expected_peer)
         .await
         .map_err(|e| SetupError::Hello(format!("message store unavailable: {e}")))?;
-    let hello = Frame::Hello {
-        version: PROTOCOL_VERSION,
-        node_id: gw.node_id(),
-        max_payload: gw.config.link.max_frame_bytes,
-        heartbeat_ms: u32::try_from(gw.config.link.heartbeat_ms).unwrap_or(u32::MAX),
-        epoch: epoch.clone(),
-    };
+    let hello = Frame::hello(
+        gw.node_id(),
+        gw.config.link.max_frame_bytes,
+        u32::try_from(gw.config.link.heartbeat_ms).unwrap_or(u32::MAX),
+        epoch.clone(),
+    );
     let our_epoch = epoch;
     framed.send(hello).await.map_err(|e| match alert_of(&e) {
         Some(alert) => SetupError::RejectedByPeer(alert),
@@ -709,7 +708,10 @@ mod tests {
         let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
         let mut bytes = bytes::BytesMut::new();
         let mut codec = FrameCodec::default();
-        for frame in [Frame::hello("b", 65_536, 5_000), Frame::Ping { nonce: 7 }] {
+        for frame in [
+            Frame::hello("b", 65_536, 5_000, "e"),
+            Frame::Ping { nonce: 7 },
+        ] {
             tokio_util::codec::Encoder::encode(&mut codec, frame, &mut bytes).expect("encodes");
         }
         theirs.write_all(&bytes).await.expect("written");

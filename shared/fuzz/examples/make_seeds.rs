@@ -15,10 +15,7 @@ use bytes::{Bytes, BytesMut};
 use tokio_util::codec::Encoder;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-#[path = "../../../peer-gateway/src/frame.rs"]
-mod frame;
-
-use frame::{Frame, FrameCodec, GoodbyeCode, DEFAULT_MAX_PAYLOAD};
+use peer_gateway::frame::{Frame, FrameCodec, GoodbyeCode, DEFAULT_MAX_PAYLOAD};
 
 fn write(dir: &Path, name: &str, bytes: &[u8]) {
     fs::create_dir_all(dir).expect("create corpus dir");

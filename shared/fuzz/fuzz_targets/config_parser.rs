@@ -11,12 +11,7 @@ use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
 
-#[path = "../../../peer-gateway/src/frame.rs"]
-mod frame;
-
-#[path = "../../../peer-gateway/src/config.rs"]
-#[allow(dead_code)]
-mod config;
+use peer_gateway::{config, frame};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {

@@ -12,10 +12,7 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use tokio_util::codec::{Decoder, Encoder};
 
-#[path = "../../../peer-gateway/src/frame.rs"]
-mod frame;
-
-use frame::{Frame, FrameCodec, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
+use peer_gateway::frame::{Frame, FrameCodec, DEFAULT_MAX_PAYLOAD, HEADER_LEN};
 
 fn check_round_trip(frame: &Frame, wire: &[u8]) {
     let mut again = BytesMut::new();

@@ -1,0 +1,33 @@
+//! The peer gateway: keeps one authenticated, encrypted, reconnecting mutual-TLS
+//! link to every active partner of a node, using the CA data that `ca-tool`
+//! produces and the validator in `shared`, and moves messages between local
+//! applications and partners exactly once.
+//!
+//! `docs/architecture.md` walks through the modules; [`server::run`] is where a
+//! gateway process starts.
+
+pub mod admin;
+pub mod admission;
+pub mod api;
+pub mod backoff;
+pub mod client;
+pub mod committer;
+pub mod config;
+pub mod crl_store;
+pub mod dialer;
+pub mod expiry;
+pub mod frame;
+pub mod gateway;
+pub mod inflight;
+pub mod keygen;
+pub mod leases;
+pub mod link;
+pub mod listener;
+pub mod metrics;
+pub mod outbox_watch;
+pub mod reload;
+pub mod server;
+pub mod socket;
+pub mod store;
+pub mod store_lock;
+pub mod tiebreak;
