@@ -10,40 +10,62 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
-use crate::gateway::{Gateway, LinkCommand, LinkState};
-use crate::metrics::render_gauge;
+use crate::link::LinkCommand;
+use crate::metrics::{render_gauge, Metrics};
+use crate::peers::{LinkState, PeerTable};
+use crate::store::Store;
+use crate::trust::TrustHandle;
+
+/// What the admin API reads: the peer table (status, ping), the trust, the
+/// store (depths, health), the counters, and facts about this process.
+pub struct Admin {
+    /// Partners and their links.
+    pub peers: Arc<PeerTable>,
+    /// The trust in force.
+    pub trust: Arc<TrustHandle>,
+    /// The message store.
+    pub store: Arc<Store>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// The peer listener's address (shown in status).
+    pub listen: std::net::SocketAddr,
+    /// This process's replica id.
+    pub replica_id: String,
+    /// Expiry warning thresholds (days).
+    pub expiry_warning_days: Vec<u32>,
+}
 
 /// The admin routes.
-pub fn router(gw: Arc<Gateway>) -> Router {
+pub fn router(admin: Arc<Admin>) -> Router {
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/peers/{id}/ping", post(ping))
         .route("/", get(status_page))
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
-        .with_state(gw)
+        .with_state(admin)
 }
 
-async fn status(State(gw): State<Arc<Gateway>>) -> Response {
-    let tls = gw.tls();
+async fn status(State(admin): State<Arc<Admin>>) -> Response {
+    let tls = admin.trust.current();
     let trust = tls.trust();
     Json(json!({
         "node_id": trust.identity.node_id,
         "subject": trust.identity.subject,
-        "listen": gw.config.listen.to_string(),
+        "listen": admin.listen.to_string(),
         "root_not_after": shared::cadb::rfc3339(trust.identity.not_after),
         "server_cert_not_after": shared::cadb::rfc3339(tls.identity().not_after),
-        "peers": gw.statuses(),
-        "refused_handshakes": gw.refused_counts(),
-        "store": gw.store.kind(),
-        "replica_id": gw.replica_id,
-        "inbox_depth": gw.store.inbox_depth().await.ok(),
-        "outbox": gw.store.outbox_stats_all().await.ok().map(|all| {
+        "peers": admin.peers.statuses(&admin.trust),
+        "refused_handshakes": admin.peers.refused_counts(),
+        "store": admin.store.kind(),
+        "replica_id": admin.replica_id,
+        "inbox_depth": admin.store.inbox_depth().await.ok(),
+        "outbox": admin.store.outbox_stats_all().await.ok().map(|all| {
             all.into_iter().collect::<std::collections::BTreeMap<_, _>>()
         }),
         "certificates": crate::expiry::certificates(
             &tls,
-            &gw.config.expiry_warning_days,
+            &admin.expiry_warning_days,
             time::OffsetDateTime::now_utc()
         ),
     }))
@@ -64,8 +86,8 @@ async fn status_page() -> Response {
 
 /// Healthy when the store answers; the links are reported by status, not here,
 /// since a partner being down is not this gateway's failure.
-async fn health(State(gw): State<Arc<Gateway>>) -> Response {
-    match gw.store.inbox_depth().await {
+async fn health(State(admin): State<Arc<Admin>>) -> Response {
+    match admin.store.inbox_depth().await {
         Ok(_) => "ok\n".into_response(),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -75,26 +97,16 @@ async fn health(State(gw): State<Arc<Gateway>>) -> Response {
     }
 }
 
-const STATES: [(LinkState, &str); 7] = [
-    (LinkState::Connected, "connected"),
-    (LinkState::Connecting, "connecting"),
-    (LinkState::BackingOff, "backing-off"),
-    (LinkState::Refused, "refused"),
-    (LinkState::Inactive, "inactive"),
-    (LinkState::Idle, "idle"),
-    (LinkState::Standby, "standby"),
-];
-
 /// Prometheus text exposition.
-async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
+async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
     let mut out = String::new();
-    gw.metrics.render(&mut out);
-    gw.store.commit_latency.render(
+    admin.metrics.render(&mut out);
+    admin.store.commit_latency.render(
         &mut out,
         "peerlink_store_commit_duration_seconds",
         "Duration of message store write transactions, including the fsync.",
     );
-    let statuses = gw.statuses();
+    let statuses = admin.peers.statuses(&admin.trust);
     let up: Vec<_> = statuses
         .iter()
         .map(|s| {
@@ -112,7 +124,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
     );
     let mut states = Vec::new();
     for s in &statuses {
-        for (state, name) in STATES {
+        for (state, name) in LinkState::ALL {
             states.push((
                 vec![("peer", s.node_id.clone()), ("state", name.to_string())],
                 f64::from(u8::from(s.state == state)),
@@ -125,7 +137,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         "Link state per peer (1 for the current state).",
         &states,
     );
-    let outbox = gw.store.outbox_stats_all().await.unwrap_or_default();
+    let outbox = admin.store.outbox_stats_all().await.unwrap_or_default();
     let mut depth = Vec::new();
     let mut age = Vec::new();
     for s in &statuses {
@@ -152,7 +164,7 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         "Age of the oldest undelivered message (0 when none).",
         &age,
     );
-    if let Ok(n) = gw.store.inbox_depth().await {
+    if let Ok(n) = admin.store.inbox_depth().await {
         render_gauge(
             &mut out,
             "peerlink_inbox_messages",
@@ -161,8 +173,8 @@ async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
         );
     }
     let certs = crate::expiry::certificates(
-        &gw.tls(),
-        &gw.config.expiry_warning_days,
+        &admin.trust.current(),
+        &admin.expiry_warning_days,
         time::OffsetDateTime::now_utc(),
     );
     let labels = |c: &crate::expiry::CertExpiry| {
@@ -206,15 +218,15 @@ fn error(code: StatusCode, message: String) -> Response {
     (code, Json(json!({ "error": message }))).into_response()
 }
 
-async fn ping(State(gw): State<Arc<Gateway>>, Path(id): Path<String>) -> Response {
-    if !gw.tls().trust().peers.contains_key(&id) {
+async fn ping(State(admin): State<Arc<Admin>>, Path(id): Path<String>) -> Response {
+    if !admin.trust.knows(&id) {
         return error(StatusCode::NOT_FOUND, format!("unknown peer {id}"));
     }
     // A ping is demand: it reopens an idle link and waits for it briefly.
-    gw.demand(&id);
+    admin.peers.demand(&id);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     let link = loop {
-        if let Some(link) = gw.link(&id) {
+        if let Some(link) = admin.peers.link(&id) {
             break link;
         }
         if tokio::time::Instant::now() >= deadline {

@@ -22,9 +22,12 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::committer::Committer;
-use crate::gateway::Gateway;
-use crate::store::{Accepted, NewMessage, StoreError};
+use crate::metrics::Metrics;
+use crate::peers::PeerTable;
+use crate::signals::Signals;
+use crate::store::committer::Committer;
+use crate::store::{Accepted, NewMessage, Store, StoreError};
+use crate::trust::TrustHandle;
 
 /// Longest accepted Message-Id.
 pub const MAX_MESSAGE_ID: usize = 128;
@@ -37,23 +40,45 @@ pub const MAX_INBOX_PAGE: i64 = 1000;
 /// Longest long-poll wait.
 pub const MAX_WAIT_SECONDS: u64 = 60;
 
-#[derive(Clone)]
-struct Api {
-    gw: Arc<Gateway>,
-    committer: Committer,
+/// The API's limits, from the config.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest message body.
+    pub max_message_bytes: usize,
+    /// Undelivered messages per partner before sends are refused (503).
+    pub max_outbox_messages: i64,
+    /// Bearer token required, if any.
+    pub token: Option<String>,
+}
+
+/// What the API uses: the store and its committer, the trust (which partners
+/// exist), the peer table (their link status), the wake-ups, the counters.
+pub struct Api {
+    /// Where messages are read and acknowledged.
+    pub store: Arc<Store>,
+    /// Where messages are stored (group commit).
+    pub committer: Committer,
+    /// Which partners exist.
+    pub trust: Arc<TrustHandle>,
+    /// Their link status.
+    pub peers: Arc<PeerTable>,
+    /// Wakes links (outbox) and waits for arrivals (inbox).
+    pub signals: Arc<Signals>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Limits and token.
+    pub limits: Limits,
+    /// Ends long polls when the gateway stops.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// The API routes.
-pub fn router(gw: Arc<Gateway>, committer: Committer) -> Router {
-    let max = gw.config.max_message_bytes;
+pub fn router(api: Arc<Api>) -> Router {
+    let max = api.limits.max_message_bytes;
     // A batch carries up to MAX_BATCH bodies, base64-encoded; cap it at 64 MiB.
     let batch_limit = (max * 4 / 3 + 1024)
         .saturating_mul(MAX_BATCH)
         .min(64 * 1024 * 1024);
-    let api = Api {
-        gw: gw.clone(),
-        committer,
-    };
     Router::new()
         .route(
             "/v1/peers/{id}/messages",
@@ -81,7 +106,7 @@ pub fn router(gw: Arc<Gateway>, committer: Committer) -> Router {
                 "method not allowed on this endpoint",
             )
         })
-        .layer(middleware::from_fn_with_state(gw, authorize))
+        .layer(middleware::from_fn_with_state(api.clone(), authorize))
         .layer(middleware::from_fn(json_errors))
         .with_state(api)
 }
@@ -132,8 +157,8 @@ fn store_error(e: &StoreError) -> Response {
     unavailable(format!("message store unavailable: {e}"))
 }
 
-async fn authorize(State(gw): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
-    if let Some(token) = &gw.config.api_token {
+async fn authorize(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    if let Some(token) = &api.limits.token {
         let presented = request
             .headers()
             .get(header::AUTHORIZATION)
@@ -159,8 +184,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn check_peer(gw: &Gateway, id: &str) -> Result<(), Response> {
-    if gw.tls().trust().peers.contains_key(id) {
+fn check_peer(api: &Api, id: &str) -> Result<(), Response> {
+    if api.trust.knows(id) {
         Ok(())
     } else {
         Err(error(StatusCode::NOT_FOUND, format!("unknown peer {id}")))
@@ -190,13 +215,13 @@ fn check_content_type(ct: &str) -> Result<(), Response> {
     Ok(())
 }
 
-async fn outbox_has_room(gw: &Gateway, peer: &str, adding: i64) -> Result<(), Response> {
-    let stats = gw
+async fn outbox_has_room(api: &Api, peer: &str, adding: i64) -> Result<(), Response> {
+    let stats = api
         .store
         .outbox_stats(peer)
         .await
         .map_err(|e| store_error(&e))?;
-    if stats.depth + adding > gw.config.max_outbox_messages {
+    if stats.depth + adding > api.limits.max_outbox_messages {
         return Err(unavailable(format!(
             "the outbox for {peer} is full ({} undelivered messages); retry later",
             stats.depth
@@ -215,30 +240,29 @@ async fn submit(api: &Api, peer: &str, batch: Vec<NewMessage>) -> Result<Vec<Acc
         .iter()
         .filter(|a| matches!(a, Accepted::Stored(_)))
         .count();
-    api.gw
-        .metrics
+    api.metrics
         .messages_accepted
         .add(&[("peer", peer)], stored as u64);
-    api.gw.outbox_waker(peer).notify_one();
+    api.signals.outbox(peer).notify_one();
     Ok(accepted)
 }
 
 async fn send(
-    State(api): State<Api>,
+    State(api): State<Arc<Api>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = check_peer(&api.gw, &id) {
+    if let Err(r) = check_peer(&api, &id) {
         return r;
     }
-    if body.len() > api.gw.config.max_message_bytes {
+    if body.len() > api.limits.max_message_bytes {
         return error(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "message of {} bytes exceeds max_message_bytes {}",
                 body.len(),
-                api.gw.config.max_message_bytes
+                api.limits.max_message_bytes
             ),
         );
     }
@@ -262,7 +286,7 @@ async fn send(
     if let Err(r) = check_content_type(&content_type) {
         return r;
     }
-    if let Err(r) = outbox_has_room(&api.gw, &id, 1).await {
+    if let Err(r) = outbox_has_room(&api, &id, 1).await {
         return r;
     }
     let message = NewMessage {
@@ -300,8 +324,8 @@ struct BatchRequest {
     messages: Vec<BatchItem>,
 }
 
-async fn send_batch(State(api): State<Api>, Path(id): Path<String>, body: Bytes) -> Response {
-    if let Err(r) = check_peer(&api.gw, &id) {
+async fn send_batch(State(api): State<Arc<Api>>, Path(id): Path<String>, body: Bytes) -> Response {
+    if let Err(r) = check_peer(&api, &id) {
         return r;
     }
     let request: BatchRequest = match serde_json::from_slice(&body) {
@@ -322,7 +346,7 @@ async fn send_batch(State(api): State<Api>, Path(id): Path<String>, body: Bytes)
                 format!("messages[{i}].body_base64 is not base64"),
             );
         };
-        if bytes.len() > api.gw.config.max_message_bytes {
+        if bytes.len() > api.limits.max_message_bytes {
             return error(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!(
@@ -349,7 +373,7 @@ async fn send_batch(State(api): State<Api>, Path(id): Path<String>, body: Bytes)
             body: bytes,
         });
     }
-    if let Err(r) = outbox_has_room(&api.gw, &id, batch.len() as i64).await {
+    if let Err(r) = outbox_has_room(&api, &id, batch.len() as i64).await {
         return r;
     }
     match submit(&api, &id, batch).await {
@@ -371,7 +395,7 @@ struct InboxQuery {
     wait: Option<u64>,
 }
 
-async fn inbox(State(api): State<Api>, Query(q): Query<InboxQuery>) -> Response {
+async fn inbox(State(api): State<Arc<Api>>, Query(q): Query<InboxQuery>) -> Response {
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_INBOX_PAGE).contains(&limit) {
         return error(
@@ -383,8 +407,8 @@ async fn inbox(State(api): State<Api>, Query(q): Query<InboxQuery>) -> Response 
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         // Register interest before looking, so an arrival in between is not missed.
-        let arrived = api.gw.inbox_arrived.notified();
-        let messages = match api.gw.store.inbox(limit).await {
+        let arrived = api.signals.inbox_arrived.notified();
+        let messages = match api.store.inbox(limit).await {
             Ok(m) => m,
             Err(e) => return store_error(&e),
         };
@@ -411,7 +435,7 @@ async fn inbox(State(api): State<Api>, Query(q): Query<InboxQuery>) -> Response 
             _ = tokio::time::sleep_until(deadline) => {}
             // Another replica sharing the store may have received something.
             _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = api.gw.shutdown.cancelled() => {}
+            _ = api.shutdown.cancelled() => {}
         }
     }
 }
@@ -431,7 +455,7 @@ enum AckId {
     Qualified { from: String, id: String },
 }
 
-async fn ack(State(api): State<Api>, body: Bytes) -> Response {
+async fn ack(State(api): State<Arc<Api>>, body: Bytes) -> Response {
     let request: AckRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad JSON: {e}")),
@@ -450,7 +474,7 @@ async fn ack(State(api): State<Api>, body: Bytes) -> Response {
             AckId::Qualified { from, id } => (Some(from), id),
         })
         .collect();
-    match api.gw.store.ack_inbox(&acks).await {
+    match api.store.ack_inbox(&acks).await {
         Ok((n, ambiguous)) if ambiguous.is_empty() => Json(json!({ "acknowledged": n })).into_response(),
         Ok((n, ambiguous)) => (
             StatusCode::CONFLICT,
@@ -465,15 +489,15 @@ async fn ack(State(api): State<Api>, body: Bytes) -> Response {
     }
 }
 
-async fn peer(State(api): State<Api>, Path(id): Path<String>) -> Response {
-    if let Err(r) = check_peer(&api.gw, &id) {
+async fn peer(State(api): State<Arc<Api>>, Path(id): Path<String>) -> Response {
+    if let Err(r) = check_peer(&api, &id) {
         return r;
     }
-    let stats = match api.gw.store.outbox_stats(&id).await {
+    let stats = match api.store.outbox_stats(&id).await {
         Ok(s) => s,
         Err(e) => return store_error(&e),
     };
-    let status = api.gw.statuses().into_iter().find(|s| s.node_id == id);
+    let status = api.peers.status(&api.trust, &id);
     Json(json!({
         "node_id": id,
         "link": status,

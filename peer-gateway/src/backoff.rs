@@ -101,12 +101,13 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Deterministic random numbers for tests of delays.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_rng {
+    use rand_core::RngCore;
 
     /// xorshift64: deterministic noise, no extra crates.
-    struct XorShift(u64);
+    pub struct XorShift(pub u64);
 
     impl RngCore for XorShift {
         fn next_u32(&mut self) -> u32 {
@@ -136,7 +137,7 @@ mod tests {
     }
 
     /// Always returns the same value: pins the delay to an end of the range.
-    struct Fixed(u64);
+    pub struct Fixed(pub u64);
 
     impl RngCore for Fixed {
         fn next_u32(&mut self) -> u32 {
@@ -156,6 +157,13 @@ mod tests {
             Ok(())
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use super::test_rng::{Fixed, XorShift};
 
     /// The default backoff after `attempt` failures.
     fn at_attempt(attempt: u32) -> Backoff {

@@ -145,14 +145,59 @@ impl Default for LinkConfig {
     }
 }
 
+/// The link's timers, as fractions of the heartbeat interval, in one place.
+///
+/// - [`LinkConfig::tick`]: every quarter heartbeat a link checks its rules, so
+///   a ping leaves at most 1.25 intervals after the last frame sent and a dead
+///   link is declared at most a quarter interval late;
+/// - [`LinkConfig::stale_after`]: a link silent for 1.6 intervals (a live one
+///   carries a frame at least every 1.25) loses the tie-break to a fresh link;
+/// - [`LinkConfig::duplicate_redial`]: while the partner keeps a link of ours
+///   that we do not hold (a replica that froze), redial every fifth of an
+///   interval until that link turns stale;
+/// - [`LinkConfig::dead_after`]: `dead_after_heartbeats` (3) intervals with
+///   nothing received, or nothing written while frames wait;
+/// - [`LinkConfig::goodbye_bound`]: a goodbye may take a quarter interval (at
+///   most 1 s);
+/// - [`LinkConfig::tcp_user_timeout`]: the kernel gives up on unacknowledged
+///   data half an interval after the dead-link bound.
+pub const TICKS_PER_HEARTBEAT: u32 = 4;
+/// Numerator of the stale-link bound (fifths of a heartbeat).
+pub const STALE_AFTER_FIFTHS: u32 = 8;
+/// Redials per heartbeat while the partner keeps a link we do not hold.
+pub const DUPLICATE_REDIALS_PER_HEARTBEAT: u32 = 5;
+/// Longest goodbye, whatever the heartbeat.
+pub const MAX_GOODBYE: Duration = Duration::from_secs(1);
+
 impl LinkConfig {
     /// Heartbeat interval.
     pub fn heartbeat(&self) -> Duration {
         Duration::from_millis(self.heartbeat_ms)
     }
-    /// Time without receiving anything after which a link is dead.
+    /// Time without receiving anything (or without the partner accepting what
+    /// we send) after which a link is dead.
     pub fn dead_after(&self) -> Duration {
         self.heartbeat() * self.dead_after_heartbeats
+    }
+    /// How often a link checks its timers.
+    pub fn tick(&self) -> Duration {
+        self.heartbeat() / TICKS_PER_HEARTBEAT
+    }
+    /// A registered link silent this long loses the tie-break to a fresh one.
+    pub fn stale_after(&self) -> Duration {
+        self.heartbeat() * STALE_AFTER_FIFTHS / 5
+    }
+    /// Redial delay while the partner keeps a link of ours we do not hold.
+    pub fn duplicate_redial(&self) -> Duration {
+        self.heartbeat() / DUPLICATE_REDIALS_PER_HEARTBEAT
+    }
+    /// Longest a goodbye (and the TLS close after it) may take.
+    pub fn goodbye_bound(&self) -> Duration {
+        self.tick().min(MAX_GOODBYE)
+    }
+    /// TCP_USER_TIMEOUT of peer sockets.
+    pub fn tcp_user_timeout(&self) -> Duration {
+        self.dead_after() + self.heartbeat() / 2
     }
     /// Handshake timeout.
     pub fn handshake_timeout(&self) -> Duration {

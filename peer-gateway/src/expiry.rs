@@ -9,8 +9,9 @@ use std::time::Duration;
 use serde::Serialize;
 use shared::tls::PeerTls;
 use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
 
-use crate::gateway::Gateway;
+use crate::trust::TrustHandle;
 
 /// One certificate and how long it has left.
 #[derive(Debug, Clone, Serialize)]
@@ -75,23 +76,19 @@ fn crl_next_update(der: &[u8]) -> Option<OffsetDateTime> {
 
 /// Logs a warning for each certificate within a threshold: at start, after every
 /// reload (the caller), and every hour.
-pub async fn watch(gw: Arc<Gateway>) {
+pub async fn watch(trust: Arc<TrustHandle>, thresholds: Vec<u32>, shutdown: CancellationToken) {
     let mut every = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
-            _ = every.tick() => log_warnings(&gw),
-            _ = gw.shutdown.cancelled() => return,
+            _ = every.tick() => log_warnings(&trust, &thresholds),
+            _ = shutdown.cancelled() => return,
         }
     }
 }
 
 /// Logs one structured warning line per certificate close to expiry.
-pub fn log_warnings(gw: &Gateway) {
-    for c in certificates(
-        &gw.tls(),
-        &gw.config.expiry_warning_days,
-        OffsetDateTime::now_utc(),
-    ) {
+pub fn log_warnings(trust: &TrustHandle, thresholds: &[u32]) {
+    for c in certificates(&trust.current(), thresholds, OffsetDateTime::now_utc()) {
         if let Some(days) = c.warning_days {
             let days_left = c.seconds_left / 86_400;
             tracing::warn!(

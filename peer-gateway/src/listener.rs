@@ -11,13 +11,14 @@ use tokio_util::codec::Framed;
 use futures_util::SinkExt;
 
 use crate::frame::{Frame, FrameCodec, GoodbyeCode};
-use crate::gateway::Gateway;
+use crate::leases::Leases;
+use crate::link::LinkContext;
 use crate::tiebreak::Direction;
 
 /// Accepts connections until shutdown.
-pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
-    let in_flight = crate::inflight::InFlight::new(gw.config.link.max_concurrent_handshakes);
-    let link = &gw.config.link;
+pub async fn serve(ctx: LinkContext, leases: Arc<Leases>, listener: TcpListener) {
+    let in_flight = crate::inflight::InFlight::new(ctx.settings.max_concurrent_handshakes);
+    let link = &ctx.settings;
     let admission = crate::admission::Admission::new(
         link.handshakes_per_source_per_second,
         link.handshake_burst_per_source,
@@ -26,7 +27,7 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = gw.shutdown.cancelled() => return,
+            _ = ctx.shutdown.cancelled() => return,
         };
         let (tcp, remote) = match accepted {
             Ok(a) => a,
@@ -40,25 +41,26 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
             Ok(slot) => slot,
             Err(rejection) => {
                 // Debug only: a flood must not also flood the log.
-                gw.record_refusal(rejection.reason(), None, "source over its handshake budget");
+                ctx.record_refusal(rejection.reason(), None, "source over its handshake budget");
                 tracing::debug!(%remote, reason = rejection.reason(), "refused connection");
                 continue;
             }
         };
         let Some(ticket) = in_flight.admit(remote.ip(), std::time::Instant::now()) else {
-            gw.record_refusal("too_many_handshakes", None, "handshake limit reached");
+            ctx.record_refusal("too_many_handshakes", None, "handshake limit reached");
             tracing::debug!(%remote, "refused connection: too many handshakes in progress");
             continue;
         };
         if ticket.evicted_another {
             tracing::debug!(%remote, "handshake limit reached: took the slot of the oldest handshake of the busiest source");
         }
-        let gw = gw.clone();
+        let ctx = ctx.clone();
+        let leases = leases.clone();
         tokio::spawn(async move {
             let up = tokio::select! {
-                up = handshake(&gw, tcp, remote) => up,
+                up = handshake(&ctx, &leases, tcp, remote) => up,
                 _ = ticket.displaced() => {
-                    gw.record_refusal(
+                    ctx.record_refusal(
                         "handshake_displaced",
                         None,
                         "its slot went to a source holding fewer handshakes",
@@ -69,7 +71,7 @@ pub async fn serve(gw: Arc<Gateway>, listener: TcpListener) {
             drop(ticket);
             drop(slot);
             if let Some((peer_id, framed, chain, hello)) = up {
-                crate::link::run(gw, peer_id, Direction::Inbound, framed, chain, hello).await;
+                crate::link::run(ctx, peer_id, Direction::Inbound, framed, chain, hello).await;
             }
         });
     }
@@ -83,12 +85,13 @@ type Accepted = (
 );
 
 async fn handshake(
-    gw: &Arc<Gateway>,
+    ctx: &LinkContext,
+    leases: &Leases,
     tcp: TcpStream,
     remote: std::net::SocketAddr,
 ) -> Option<Accepted> {
-    crate::socket::tune_peer_socket(&tcp, &gw.config.link);
-    let tls = gw.tls();
+    crate::socket::tune_peer_socket(&tcp, &ctx.settings);
+    let tls = ctx.trust.current();
     let work = async {
         let (stream, peer_id) = match tls.accept(tcp).await {
             Ok(ok) => ok,
@@ -99,7 +102,7 @@ async fn handshake(
                     }
                     other => (None, None, other.to_string()),
                 };
-                gw.record_refusal(e.reason(), peer.as_deref(), &detail);
+                ctx.record_refusal(e.reason(), peer.as_deref(), &detail);
                 tracing::warn!(
                     %remote,
                     reason = e.reason(),
@@ -112,9 +115,9 @@ async fn handshake(
             }
         };
         let chain = crate::link::presented_chain(stream.get_ref().1);
-        let mut framed = Framed::new(stream, FrameCodec::new(gw.config.link.max_frame_bytes));
+        let mut framed = Framed::new(stream, FrameCodec::new(ctx.settings.max_frame_bytes));
         // Another replica may own this partner's link: send it to its next endpoint.
-        match crate::leases::acquire(gw, &peer_id).await {
+        match leases.acquire(&peer_id).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::info!(%remote, peer = %peer_id, "another replica owns this partner's link; redirecting");
@@ -128,26 +131,28 @@ async fn handshake(
             }
             Err(e) => {
                 tracing::warn!(%remote, peer = %peer_id, error = %e, "closing: link lease unavailable");
-                let _ = framed.send(Frame::goodbye(GoodbyeCode::Normal, &e)).await;
+                let _ = framed
+                    .send(Frame::goodbye(GoodbyeCode::Normal, &e.to_string()))
+                    .await;
                 return None;
             }
         }
-        let hello = match crate::link::exchange_hello(&mut framed, gw, &peer_id).await {
+        let hello = match crate::link::exchange_hello(&mut framed, ctx, &peer_id).await {
             Ok(hello) => hello,
             Err(e) => {
                 tracing::warn!(%remote, peer = %peer_id, error = %e, "link set-up failed");
                 return None;
             }
         };
-        gw.metrics
+        ctx.metrics
             .handshakes_accepted
             .inc(&[("direction", "inbound")]);
         Some((peer_id, framed, chain, hello))
     };
-    match tokio::time::timeout(gw.config.link.handshake_timeout(), work).await {
+    match tokio::time::timeout(ctx.settings.handshake_timeout(), work).await {
         Ok(up) => up,
         Err(_) => {
-            gw.record_refusal("handshake_timeout", None, "handshake timed out");
+            ctx.record_refusal("handshake_timeout", None, "handshake timed out");
             tracing::warn!(%remote, "refused handshake: timed out");
             None
         }

@@ -176,7 +176,7 @@ fn main() -> ExitCode {
                 out_csr,
                 cn,
             } => keygen::run(&node_dir, &out_key, &out_csr, cn.as_deref()),
-            Command::Run { config } => server::run(&config).await,
+            Command::Run { config } => server::run(&config).await.map_err(|e| e.to_string()),
             Command::Status { admin, json } => client::status(&admin, json).await,
             Command::Ping { peer_id, admin } => client::ping(&admin, &peer_id).await,
             Command::Send {

@@ -10,26 +10,35 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use crate::gateway::Gateway;
+use tokio_util::sync::CancellationToken;
 
-/// Runs until shutdown.
-pub async fn watch(gw: Arc<Gateway>) {
-    if !gw.store.shared_by_replicas() {
+use crate::signals::Signals;
+use crate::store::Store;
+
+/// Runs until shutdown, looking every `every` (a link's tick).
+pub async fn watch(
+    store: Arc<Store>,
+    signals: Arc<Signals>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    if !store.shared_by_replicas() {
         return;
     }
     let mut seen: HashMap<String, i64> = HashMap::new();
-    let mut tick = tokio::time::interval(gw.config.link.heartbeat() / 4);
+    let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
-            _ = gw.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
         }
-        match gw.store.outbox_heads().await {
+        match store.outbox_heads().await {
             Ok(heads) => {
                 for (peer, head) in heads {
                     if seen.insert(peer.clone(), head) != Some(head) {
-                        gw.outbox_waker(&peer).notify_one();
+                        signals.outbox(&peer).notify_one();
                     }
                 }
             }

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::codec::FramedWrite;
 
-use crate::frame::{Frame, FrameCodec};
+use crate::frame::{Frame, FrameCodec, FrameError};
 
 /// Most frames that may wait for the socket before the link is closed: far more
 /// than a window of messages plus the control frames a live partner provokes,
@@ -31,7 +31,7 @@ use crate::frame::{Frame, FrameCodec};
 /// it reads nothing reaches it.
 pub const MAX_QUEUED_FRAMES: u64 = 65_536;
 
-/// Why a frame could not be queued.
+/// Why a frame could not be queued or written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteError {
     /// The socket failed (reset, broken pipe, TLS error).
@@ -131,10 +131,11 @@ impl Writer {
     }
 
     /// Completes when the writing task fails, with the reason.
-    pub async fn failed(&mut self) -> String {
-        (&mut self.failure)
+    pub async fn failed(&mut self) -> WriteError {
+        let reason = (&mut self.failure)
             .await
-            .unwrap_or_else(|_| "the link's writer has stopped".into())
+            .unwrap_or_else(|_| "the link's writer has stopped".into());
+        WriteError::Failed(reason)
     }
 
     /// Flushes what is queued and closes the stream (TLS close_notify, then FIN),
@@ -179,24 +180,25 @@ async fn write_frames<W>(
 ) where
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    let result: Result<(), String> = async {
+    let result: Result<(), FrameError> = async {
         while let Some(first) = frames.recv().await {
             let mut written = 1u64;
-            sink.feed(first).await.map_err(|e| e.to_string())?;
+            sink.feed(first).await?;
             while let Ok(frame) = frames.try_recv() {
-                sink.feed(frame).await.map_err(|e| e.to_string())?;
+                sink.feed(frame).await?;
                 written += 1;
             }
-            sink.flush().await.map_err(|e| e.to_string())?;
+            sink.flush().await?;
             let mut p = lock(&progress);
             p.pending = p.pending.saturating_sub(written);
             p.since = Instant::now();
         }
         // The loop dropped its handle: the link is ending. Say so to TLS and TCP.
-        sink.get_mut().shutdown().await.map_err(|e| e.to_string())
+        Ok(sink.get_mut().shutdown().await?)
     }
     .await;
     if let Err(e) = result {
+        let e = e.to_string();
         lock(&progress).failed = Some(e.clone());
         let _ = report.send(e);
     }
@@ -316,7 +318,7 @@ mod tests {
         let reason = tokio::time::timeout(Duration::from_secs(5), writer.failed())
             .await
             .expect("reported");
-        assert!(!reason.is_empty());
+        assert!(!reason.to_string().is_empty());
         assert!(matches!(writer.send(ping(2)), Err(WriteError::Failed(_))));
     }
 
