@@ -43,6 +43,14 @@ const LINK: &str = "[link]\nheartbeat_ms = 500\ndead_after_heartbeats = 3\n\
 
 const CONTENT_TYPE: &str = "application/x-dead-link-test";
 
+/// One test at a time: each measures how soon a link is declared dead, and two
+/// gateways plus traffic per test already load this 2-core machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A gateway config: its addresses, its store, endpoint overrides.
 fn config(net: &Net, name: &str, listen: &str, api_ip: &str, peers: &str) -> String {
     let node = net.node(name);
@@ -272,6 +280,29 @@ fn start_linked(net: &mut Net) -> [SocketAddr; 2] {
     [net.node("a").admin(), net.node("b").admin()]
 }
 
+/// Waits (bounded) until every thread of process `pid` is stopped (state `T`).
+fn wait_stopped(pid: u32) -> bool {
+    let start = Instant::now();
+    let stopped = || -> Option<bool> {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+        let mut all = true;
+        for task in tasks.flatten() {
+            let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+            // The state follows the command name in parentheses.
+            let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+            all &= state == "T" || state == "t";
+        }
+        Some(all)
+    };
+    while start.elapsed() < WAIT {
+        if stopped() == Some(true) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
 /// Waits until `accepted` messages (both ways together) went through the APIs.
 fn wait_progress(t: &Traffic, accepted: usize) -> bool {
     let start = Instant::now();
@@ -314,6 +345,7 @@ fn judge_let_go(
 #[test]
 fn a_nat_that_forgets_its_connections_cuts_no_message() {
     let test = "a_nat_that_forgets_its_connections_cuts_no_message";
+    let _serial = one_at_a_time();
     let Some(lab) = NatLab::require(test) else {
         return;
     };
@@ -392,6 +424,7 @@ fn a_nat_that_forgets_its_connections_cuts_no_message() {
 #[test]
 fn a_path_dropped_for_a_while_is_declared_dead_on_both_sides() {
     let test = "a_path_dropped_for_a_while_is_declared_dead_on_both_sides";
+    let _serial = one_at_a_time();
     let Some(lab) = NatLab::require(test) else {
         return;
     };
@@ -463,6 +496,7 @@ fn a_path_dropped_for_a_while_is_declared_dead_on_both_sides() {
 #[test]
 fn a_partner_that_stops_reading_is_dropped_and_relinked_without_loss() {
     let test = "a_partner_that_stops_reading_is_dropped_and_relinked_without_loss";
+    let _serial = one_at_a_time();
     let mut net = loopback_pair();
     let admins = start_linked(&mut net);
     let (a_id, b_id) = (net.id("a"), net.id("b"));
@@ -485,9 +519,16 @@ fn a_partner_that_stops_reading_is_dropped_and_relinked_without_loss() {
             };
             let dead_before = dead_count(admins[0], &b_id);
             let t0 = Instant::now();
-            net.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .signal("b", "STOP");
+            let pid = {
+                let guard = net.lock().unwrap_or_else(|p| p.into_inner());
+                guard.signal("b", "STOP");
+                guard.node("b").pid()
+            };
+            // kill(2) only queues the signal: wait until every thread has stopped.
+            if !wait_stopped(pid) {
+                failures.push(format!("round {round}: b did not stop within {WAIT:?}"));
+                return (notes, failures);
+            }
             // An operator's ping through the dying link answers with an error, not a hang.
             let ping_path = format!("/v1/peers/{b_id}/ping");
             let ping = std::thread::spawn(move || {

@@ -11,8 +11,8 @@ use axum::{Json, Router};
 use serde_json::json;
 
 use crate::link::LinkCommand;
-use crate::metrics::{render_gauge, Metrics};
-use crate::peers::{LinkState, PeerTable};
+use crate::metrics::{Metrics, Snapshot};
+use crate::peers::PeerTable;
 use crate::store::Store;
 use crate::trust::TrustHandle;
 
@@ -97,119 +97,25 @@ async fn health(State(admin): State<Arc<Admin>>) -> Response {
     }
 }
 
-/// Prometheus text exposition.
+/// Prometheus/OpenMetrics exposition: the counters as they are, the gauges from
+/// the live state.
 async fn metrics(State(admin): State<Arc<Admin>>) -> Response {
-    let mut out = String::new();
-    admin.metrics.render(&mut out);
-    admin.store.commit_latency.render(
-        &mut out,
-        "peerlink_store_commit_duration_seconds",
-        "Duration of message store write transactions, including the fsync.",
-    );
-    let statuses = admin.peers.statuses(&admin.trust);
-    let up: Vec<_> = statuses
-        .iter()
-        .map(|s| {
-            (
-                vec![("peer", s.node_id.clone())],
-                f64::from(u8::from(s.state == LinkState::Connected)),
-            )
-        })
-        .collect();
-    render_gauge(
-        &mut out,
-        "peerlink_link_up",
-        "1 when the link to the peer is up.",
-        &up,
-    );
-    let mut states = Vec::new();
-    for s in &statuses {
-        for (state, name) in LinkState::ALL {
-            states.push((
-                vec![("peer", s.node_id.clone()), ("state", name.to_string())],
-                f64::from(u8::from(s.state == state)),
-            ));
-        }
-    }
-    render_gauge(
-        &mut out,
-        "peerlink_link_state",
-        "Link state per peer (1 for the current state).",
-        &states,
-    );
-    let outbox = admin.store.outbox_stats_all().await.unwrap_or_default();
-    let mut depth = Vec::new();
-    let mut age = Vec::new();
-    for s in &statuses {
-        let stats = outbox
-            .iter()
-            .find(|(p, _)| *p == s.node_id)
-            .map(|(_, st)| st.clone())
-            .unwrap_or_default();
-        depth.push((vec![("peer", s.node_id.clone())], stats.depth as f64));
-        age.push((
-            vec![("peer", s.node_id.clone())],
-            stats.oldest_age_ms.map_or(0.0, |ms| ms as f64 / 1000.0),
-        ));
-    }
-    render_gauge(
-        &mut out,
-        "peerlink_outbox_messages",
-        "Messages not yet acknowledged by the peer.",
-        &depth,
-    );
-    render_gauge(
-        &mut out,
-        "peerlink_outbox_oldest_age_seconds",
-        "Age of the oldest undelivered message (0 when none).",
-        &age,
-    );
-    if let Ok(n) = admin.store.inbox_depth().await {
-        render_gauge(
-            &mut out,
-            "peerlink_inbox_messages",
-            "Messages waiting for local applications.",
-            &[(vec![], n as f64)],
-        );
-    }
-    let certs = crate::expiry::certificates(
-        &admin.trust.current(),
-        &admin.expiry_warning_days,
-        time::OffsetDateTime::now_utc(),
-    );
-    let labels = |c: &crate::expiry::CertExpiry| {
-        let mut l = vec![("certificate", c.certificate.to_string())];
-        if let Some(p) = &c.peer {
-            l.push(("peer", p.clone()));
-        }
-        l
+    let snapshot = Snapshot {
+        statuses: admin.peers.statuses(&admin.trust),
+        outbox: admin.store.outbox_stats_all().await.ok(),
+        inbox_depth: admin.store.inbox_depth().await.ok(),
+        certificates: crate::expiry::certificates(
+            &admin.trust.current(),
+            &admin.expiry_warning_days,
+            time::OffsetDateTime::now_utc(),
+        ),
     };
-    let expiry: Vec<_> = certs
-        .iter()
-        .map(|c| (labels(c), c.seconds_left as f64))
-        .collect();
-    render_gauge(
-        &mut out,
-        "peerlink_certificate_expiry_seconds",
-        "Seconds until a certificate the gateway depends on expires.",
-        &expiry,
-    );
-    let warn: Vec<_> = certs
-        .iter()
-        .map(|c| (labels(c), f64::from(u8::from(c.warning_days.is_some()))))
-        .collect();
-    render_gauge(
-        &mut out,
-        "peerlink_certificate_expiry_warning",
-        "1 when the certificate is within an expiry warning threshold.",
-        &warn,
-    );
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::CONTENT_TYPE,
         )],
-        out,
+        admin.metrics.render(&snapshot),
     )
         .into_response()
 }

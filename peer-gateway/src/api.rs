@@ -240,9 +240,7 @@ async fn submit(api: &Api, peer: &str, batch: Vec<NewMessage>) -> Result<Vec<Acc
         .iter()
         .filter(|a| matches!(a, Accepted::Stored(_)))
         .count();
-    api.metrics
-        .messages_accepted
-        .add(&[("peer", peer)], stored as u64);
+    api.metrics.messages_accepted(peer, stored as u64);
     api.signals.outbox(peer).notify_one();
     Ok(accepted)
 }

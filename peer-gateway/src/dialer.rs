@@ -150,7 +150,7 @@ async fn dial_any(ctx: &LinkContext, peer_id: &str) -> Dialed {
             refusal: None,
         };
     }
-    ctx.metrics.reconnect_attempts.inc(&[("peer", peer_id)]);
+    ctx.metrics.reconnect_attempt(peer_id);
     let mut last = Dialed::Failed {
         error: "no endpoint tried".into(),
         refusal: None,
@@ -205,9 +205,7 @@ async fn dial(
     let (framed, chain, hello) = tokio::time::timeout(settings.handshake_timeout(), handshake)
         .await
         .map_err(|_| DialError::HandshakeTimeout)??;
-    ctx.metrics
-        .handshakes_accepted
-        .inc(&[("direction", "outbound")]);
+    ctx.metrics.handshake_accepted("outbound");
     Ok(crate::link::run(
         ctx.clone(),
         peer_id.to_string(),

@@ -144,9 +144,7 @@ async fn handshake(
                 return None;
             }
         };
-        ctx.metrics
-            .handshakes_accepted
-            .inc(&[("direction", "inbound")]);
+        ctx.metrics.handshake_accepted("inbound");
         Some((peer_id, framed, chain, hello))
     };
     match tokio::time::timeout(ctx.settings.handshake_timeout(), work).await {

@@ -1,187 +1,313 @@
-//! Prometheus metrics in the text exposition format, without a metrics crate:
-//! a few counters keyed by label set, one latency histogram, and gauges that
-//! are read from the live state when `/metrics` is scraped.
+//! The gateway's metrics: every name, label set and help text, in one
+//! registry, exposed by `GET /metrics` in the OpenMetrics text format
+//! (prometheus-client). Counters and the commit-latency histogram are updated
+//! as things happen; the gauges (link states, outbox and inbox depths,
+//! certificate expiry) are set from a [`Snapshot`] of the live state when the
+//! endpoint is scraped.
+//!
+//! Metric names and label sets are part of the interface: operators' dashboards
+//! and alerts (docs/operations.md) depend on them.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
+use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::Duration;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::expiry::CertExpiry;
+use crate::peers::{LinkState, PeerStatus};
+use crate::store::OutboxStats;
 
 /// Upper bounds (seconds) of the store commit latency histogram buckets.
 pub const COMMIT_BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
-/// A latency histogram with fixed buckets.
-#[derive(Default)]
-pub struct Histogram {
-    inner: Mutex<HistogramData>,
-}
+/// The media type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-#[derive(Default, Clone)]
-struct HistogramData {
-    buckets: [u64; COMMIT_BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
+/// Label values in the order they are written (`{peer="...",state="..."}`).
+type Labels = Vec<(String, String)>;
 
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        let mut h = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        for (i, bound) in COMMIT_BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.buckets[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
-    }
-
-    /// Writes the histogram family.
-    pub fn render(&self, out: &mut String, name: &str, help: &str) {
-        let h = self.inner.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} histogram");
-        for (i, bound) in COMMIT_BUCKETS.iter().enumerate() {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {}", h.buckets[i]);
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-        let _ = writeln!(out, "{name}_sum {}", h.sum);
-        let _ = writeln!(out, "{name}_count {}", h.count);
-    }
-}
-
-/// Counters of one family, by label values.
-#[derive(Default)]
-pub struct CounterFamily {
-    values: Mutex<BTreeMap<Vec<(&'static str, String)>, u64>>,
-}
-
-impl CounterFamily {
-    /// Adds `n` to the counter with these labels.
-    pub fn add(&self, labels: &[(&'static str, &str)], n: u64) {
-        let key = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
-        *self
-            .values
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key)
-            .or_insert(0) += n;
-    }
-
-    /// Adds one.
-    pub fn inc(&self, labels: &[(&'static str, &str)]) {
-        self.add(labels, 1);
-    }
-
-    fn render(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} counter");
-        for (labels, v) in self.values.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "{name}{} {v}", label_text(labels));
-        }
-    }
-}
-
-/// Formats `{a="x",b="y"}` with Prometheus escaping (empty for no labels).
-pub fn label_text(labels: &[(&'static str, String)]) -> String {
-    if labels.is_empty() {
-        return String::new();
-    }
-    let parts: Vec<String> = labels
+fn labels(pairs: &[(&str, &str)]) -> Labels {
+    pairs
         .iter()
-        .map(|(k, v)| {
-            let v = v
-                .replace('\\', "\\\\")
-                .replace('"', "\\\"")
-                .replace('\n', "\\n");
-            format!("{k}=\"{v}\"")
-        })
-        .collect();
-    format!("{{{}}}", parts.join(","))
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
 }
 
-/// Writes one gauge family.
-pub fn render_gauge(
-    out: &mut String,
-    name: &str,
-    help: &str,
-    samples: &[(Vec<(&'static str, String)>, f64)],
-) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} gauge");
-    for (labels, v) in samples {
-        let _ = writeln!(out, "{name}{} {v}", label_text(labels));
-    }
+type Counters = Family<Labels, Counter>;
+type Gauges = Family<Labels, Gauge<f64, AtomicU64>>;
+
+/// The live state the gauges show, gathered when `/metrics` is scraped.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Every partner's status.
+    pub statuses: Vec<PeerStatus>,
+    /// Outbox figures by partner (None: the store did not answer).
+    pub outbox: Option<Vec<(String, OutboxStats)>>,
+    /// Messages waiting for local applications (None: the store did not answer).
+    pub inbox_depth: Option<i64>,
+    /// Every certificate the gateway depends on.
+    pub certificates: Vec<CertExpiry>,
 }
 
-/// The gateway's counters and histograms.
-#[derive(Default)]
+/// The registry and every metric in it.
 pub struct Metrics {
-    /// Completed handshakes, by direction.
-    pub handshakes_accepted: CounterFamily,
-    /// Refused handshakes, by reason.
-    pub handshakes_refused: CounterFamily,
-    /// Dial attempts, by peer.
-    pub reconnect_attempts: CounterFamily,
-    /// Message frames sent, by peer.
-    pub messages_sent: CounterFamily,
-    /// Messages stored from a peer (new, not resends), by peer.
-    pub messages_received: CounterFamily,
-    /// Messages the peer acknowledged as stored, by peer.
-    pub messages_acknowledged: CounterFamily,
-    /// Messages accepted through the API, by peer.
-    pub messages_accepted: CounterFamily,
-    /// Links declared dead, by peer and reason (`nothing_received`, `write_stalled`).
-    pub links_dead: CounterFamily,
+    registry: Registry,
+    handshakes_accepted: Counters,
+    handshakes_refused: Counters,
+    reconnect_attempts: Counters,
+    messages_accepted: Counters,
+    messages_sent: Counters,
+    messages_acknowledged: Counters,
+    messages_received: Counters,
+    links_dead: Counters,
+    commit_latency: Histogram,
+    link_up: Gauges,
+    link_state: Gauges,
+    outbox_messages: Gauges,
+    outbox_oldest_age: Gauges,
+    inbox_messages: Gauges,
+    certificate_expiry: Gauges,
+    certificate_expiry_warning: Gauges,
+    /// One scrape at a time: a scrape clears and refills the gauges.
+    scrape: Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
-    /// Renders the counters and histogram (gauges are added by the caller).
-    pub fn render(&self, out: &mut String) {
-        self.handshakes_accepted.render(
-            out,
-            "peerlink_handshakes_accepted_total",
-            "Mutual-TLS handshakes completed, by direction.",
+    /// Every metric, registered.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+        let mut counter = |name: &str, help: &str| {
+            let family = Counters::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let handshakes_accepted = counter(
+            "peerlink_handshakes_accepted",
+            "Mutual-TLS handshakes completed, by direction",
         );
-        self.handshakes_refused.render(
-            out,
-            "peerlink_handshakes_refused_total",
-            "Handshakes refused, by reason.",
+        let handshakes_refused = counter(
+            "peerlink_handshakes_refused",
+            "Handshakes refused, by reason",
         );
-        self.reconnect_attempts.render(
-            out,
-            "peerlink_reconnect_attempts_total",
-            "Dial attempts to a peer.",
+        let reconnect_attempts = counter("peerlink_reconnect_attempts", "Dial attempts to a peer");
+        let messages_accepted = counter(
+            "peerlink_messages_accepted",
+            "Messages accepted from local applications, by destination peer",
         );
-        self.messages_accepted.render(
-            out,
-            "peerlink_messages_accepted_total",
-            "Messages accepted from local applications, by destination peer.",
+        let messages_sent = counter(
+            "peerlink_messages_sent",
+            "Message frames sent to a peer (including resends)",
         );
-        self.messages_sent.render(
-            out,
-            "peerlink_messages_sent_total",
-            "Message frames sent to a peer (including resends).",
+        let messages_acknowledged = counter(
+            "peerlink_messages_acknowledged",
+            "Messages a peer acknowledged as durably stored",
         );
-        self.messages_acknowledged.render(
-            out,
-            "peerlink_messages_acknowledged_total",
-            "Messages a peer acknowledged as durably stored.",
+        let messages_received = counter(
+            "peerlink_messages_received",
+            "New messages stored in the inbox, by sending peer",
         );
-        self.messages_received.render(
-            out,
-            "peerlink_messages_received_total",
-            "New messages stored in the inbox, by sending peer.",
+        let links_dead = counter(
+            "peerlink_links_dead",
+            "Links declared dead, by peer and reason: nothing_received (no frame for the dead-link bound) or write_stalled (the partner accepted no byte for that long)",
         );
-        self.links_dead.render(
-            out,
-            "peerlink_links_dead_total",
-            "Links declared dead, by peer and reason: nothing_received (no frame for the dead-link bound) or write_stalled (the partner accepted no byte for that long).",
+        let commit_latency = Histogram::new(COMMIT_BUCKETS);
+        registry.register(
+            "peerlink_store_commit_duration_seconds",
+            "Duration of message store write transactions, including the fsync",
+            commit_latency.clone(),
         );
+        let mut gauge = |name: &str, help: &str| {
+            let family = Gauges::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let link_up = gauge("peerlink_link_up", "1 when the link to the peer is up");
+        let link_state = gauge(
+            "peerlink_link_state",
+            "Link state per peer (1 for the current state)",
+        );
+        let outbox_messages = gauge(
+            "peerlink_outbox_messages",
+            "Messages not yet acknowledged by the peer",
+        );
+        let outbox_oldest_age = gauge(
+            "peerlink_outbox_oldest_age_seconds",
+            "Age of the oldest undelivered message (0 when none)",
+        );
+        let inbox_messages = gauge(
+            "peerlink_inbox_messages",
+            "Messages waiting for local applications",
+        );
+        let certificate_expiry = gauge(
+            "peerlink_certificate_expiry_seconds",
+            "Seconds until a certificate the gateway depends on expires",
+        );
+        let certificate_expiry_warning = gauge(
+            "peerlink_certificate_expiry_warning",
+            "1 when the certificate is within an expiry warning threshold",
+        );
+        Metrics {
+            registry,
+            handshakes_accepted,
+            handshakes_refused,
+            reconnect_attempts,
+            messages_accepted,
+            messages_sent,
+            messages_acknowledged,
+            messages_received,
+            links_dead,
+            commit_latency,
+            link_up,
+            link_state,
+            outbox_messages,
+            outbox_oldest_age,
+            inbox_messages,
+            certificate_expiry,
+            certificate_expiry_warning,
+            scrape: Mutex::new(()),
+        }
     }
+
+    /// A handshake completed (`inbound` or `outbound`).
+    pub fn handshake_accepted(&self, direction: &str) {
+        inc(&self.handshakes_accepted, &[("direction", direction)], 1);
+    }
+
+    /// A handshake was refused, for this stable reason.
+    pub fn handshake_refused(&self, reason: &str) {
+        inc(&self.handshakes_refused, &[("reason", reason)], 1);
+    }
+
+    /// We dialed a partner.
+    pub fn reconnect_attempt(&self, peer: &str) {
+        inc(&self.reconnect_attempts, &[("peer", peer)], 1);
+    }
+
+    /// Local applications handed us `n` new messages for a partner.
+    pub fn messages_accepted(&self, peer: &str, n: u64) {
+        inc(&self.messages_accepted, &[("peer", peer)], n);
+    }
+
+    /// `n` Message frames went to a partner.
+    pub fn messages_sent(&self, peer: &str, n: u64) {
+        inc(&self.messages_sent, &[("peer", peer)], n);
+    }
+
+    /// A partner acknowledged `n` messages.
+    pub fn messages_acknowledged(&self, peer: &str, n: u64) {
+        inc(&self.messages_acknowledged, &[("peer", peer)], n);
+    }
+
+    /// `n` new messages from a partner were stored in the inbox.
+    pub fn messages_received(&self, peer: &str, n: u64) {
+        inc(&self.messages_received, &[("peer", peer)], n);
+    }
+
+    /// A link to a partner was declared dead (`nothing_received`, `write_stalled`).
+    pub fn link_dead(&self, peer: &str, reason: &str) {
+        inc(&self.links_dead, &[("peer", peer), ("reason", reason)], 1);
+    }
+
+    /// The histogram a store records its write transactions in.
+    pub fn commit_latency(&self) -> Histogram {
+        self.commit_latency.clone()
+    }
+
+    /// The exposition: the counters and histogram as they are, the gauges set
+    /// from `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.set_gauges(snapshot);
+        let mut out = String::new();
+        if let Err(e) = encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "cannot encode the metrics");
+        }
+        out
+    }
+
+    fn set_gauges(&self, snapshot: &Snapshot) {
+        for family in [
+            &self.link_up,
+            &self.link_state,
+            &self.outbox_messages,
+            &self.outbox_oldest_age,
+            &self.inbox_messages,
+            &self.certificate_expiry,
+            &self.certificate_expiry_warning,
+        ] {
+            family.clear();
+        }
+        let set = |family: &Gauges, pairs: &[(&str, &str)], value: f64| {
+            family.get_or_create(&labels(pairs)).set(value);
+        };
+        let flag = |b: bool| f64::from(u8::from(b));
+        for s in &snapshot.statuses {
+            let peer = s.node_id.as_str();
+            set(
+                &self.link_up,
+                &[("peer", peer)],
+                flag(s.state == LinkState::Connected),
+            );
+            for (state, name) in LinkState::ALL {
+                set(
+                    &self.link_state,
+                    &[("peer", peer), ("state", name)],
+                    flag(s.state == state),
+                );
+            }
+            let stats = snapshot
+                .outbox
+                .iter()
+                .flatten()
+                .find(|(p, _)| p == peer)
+                .map(|(_, st)| st.clone())
+                .unwrap_or_default();
+            set(&self.outbox_messages, &[("peer", peer)], stats.depth as f64);
+            set(
+                &self.outbox_oldest_age,
+                &[("peer", peer)],
+                stats.oldest_age_ms.map_or(0.0, |ms| ms as f64 / 1000.0),
+            );
+        }
+        if let Some(n) = snapshot.inbox_depth {
+            set(&self.inbox_messages, &[], n as f64);
+        }
+        for c in &snapshot.certificates {
+            let mut pairs = vec![("certificate", c.certificate)];
+            if let Some(p) = &c.peer {
+                pairs.push(("peer", p.as_str()));
+            }
+            set(&self.certificate_expiry, &pairs, c.seconds_left as f64);
+            set(
+                &self.certificate_expiry_warning,
+                &pairs,
+                flag(c.warning_days.is_some()),
+            );
+        }
+    }
+}
+
+fn inc(family: &Counters, pairs: &[(&str, &str)], n: u64) {
+    family.get_or_create(&labels(pairs)).inc_by(n);
+}
+
+/// Records a duration in a latency histogram, in seconds.
+pub fn observe(histogram: &Histogram, d: Duration) {
+    histogram.observe(d.as_secs_f64());
 }
 
 #[cfg(test)]
@@ -189,34 +315,59 @@ mod tests {
     use super::*;
 
     #[test]
-    fn renders_prometheus_text() {
-        let m = Metrics::default();
-        m.handshakes_refused.inc(&[("reason", "expired")]);
-        m.handshakes_refused.inc(&[("reason", "expired")]);
-        let h = Histogram::default();
-        h.observe(Duration::from_millis(3));
-        let mut out = String::new();
-        m.render(&mut out);
-        h.render(&mut out, "peerlink_store_commit_duration_seconds", "help");
-        assert!(
-            out.contains("peerlink_handshakes_refused_total{reason=\"expired\"} 2"),
-            "{out}"
-        );
-        assert!(out.contains("# TYPE peerlink_store_commit_duration_seconds histogram"));
-        assert!(
-            out.contains("peerlink_store_commit_duration_seconds_bucket{le=\"0.0025\"} 0"),
-            "{out}"
-        );
-        assert!(
-            out.contains("peerlink_store_commit_duration_seconds_bucket{le=\"0.005\"} 1"),
-            "{out}"
-        );
-        assert!(out.contains("peerlink_store_commit_duration_seconds_count 1"));
+    fn counters_histogram_and_gauges_keep_their_names_and_labels() {
+        let m = Metrics::new();
+        m.handshake_refused("expired");
+        m.handshake_refused("expired");
+        m.link_dead("b", "write_stalled");
+        observe(&m.commit_latency(), Duration::from_millis(3));
+        let mut status = PeerStatus::new("b");
+        status.state = LinkState::Connected;
+        let out = m.render(&Snapshot {
+            statuses: vec![status],
+            outbox: Some(vec![(
+                "b".into(),
+                OutboxStats {
+                    depth: 7,
+                    bytes: 70,
+                    oldest_age_ms: Some(1500),
+                },
+            )]),
+            inbox_depth: Some(2),
+            certificates: Vec::new(),
+        });
+        for line in [
+            "peerlink_handshakes_refused_total{reason=\"expired\"} 2",
+            "peerlink_links_dead_total{peer=\"b\",reason=\"write_stalled\"} 1",
+            "# TYPE peerlink_store_commit_duration_seconds histogram",
+            "peerlink_store_commit_duration_seconds_bucket{le=\"0.0025\"} 0",
+            "peerlink_store_commit_duration_seconds_bucket{le=\"0.005\"} 1",
+            "peerlink_store_commit_duration_seconds_count 1",
+            "peerlink_link_up{peer=\"b\"} 1.0",
+            "peerlink_link_state{peer=\"b\",state=\"connected\"} 1.0",
+            "peerlink_link_state{peer=\"b\",state=\"idle\"} 0.0",
+            "peerlink_outbox_messages{peer=\"b\"} 7.0",
+            "peerlink_outbox_oldest_age_seconds{peer=\"b\"} 1.5",
+            "peerlink_inbox_messages 2.0",
+        ] {
+            assert!(
+                out.lines().any(|l| l == line),
+                "{line:?} missing from:\n{out}"
+            );
+        }
+        // A partner that is gone leaves no gauge behind at the next scrape.
+        let out = m.render(&Snapshot::default());
+        assert!(!out.contains("peerlink_link_up{"), "{out}");
     }
 
     #[test]
     fn label_values_are_escaped() {
-        let text = label_text(&[("reason", "a\"b\\c\nd".to_string())]);
-        assert_eq!(text, "{reason=\"a\\\"b\\\\c\\nd\"}");
+        let m = Metrics::new();
+        m.handshake_refused("a\"b\\c\nd");
+        let out = m.render(&Snapshot::default());
+        assert!(
+            out.contains("peerlink_handshakes_refused_total{reason=\"a\\\"b\\\\c\\nd\"} 1"),
+            "{out}"
+        );
     }
 }

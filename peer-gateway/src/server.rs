@@ -74,7 +74,9 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServerError> {
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .map_err(listen_error("admin address ", config.admin_listen))?;
-    let store = Arc::new(Store::open(&config.database_url).await?);
+    let metrics = Arc::new(Metrics::new());
+    let store =
+        Arc::new(Store::open_observed(&config.database_url, metrics.commit_latency()).await?);
     let api_listener = tokio::net::TcpListener::bind(config.api_listen)
         .await
         .map_err(listen_error("api_listen ", config.api_listen))?;
@@ -83,7 +85,6 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServerError> {
     let settings = Arc::new(config.link.clone());
     let trust = Arc::new(TrustHandle::new(tls, config.peers.clone()));
     let peers = Arc::new(PeerTable::new(settings.stale_after()));
-    let metrics = Arc::new(Metrics::default());
     let signals = Arc::new(Signals::default());
     let shutdown = CancellationToken::new();
     let leases = Arc::new(Leases::new(store.clone(), Leases::random_replica_id()));

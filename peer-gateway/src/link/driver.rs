@@ -127,6 +127,9 @@ where
                 None => session.abandoned(),
             },
             _ = tick.tick() => session.tick(Instant::now(), writer.stalled_for()),
+            _ = tokio::time::sleep_until(session.next_deadline().into()) => {
+                session.tick(Instant::now(), writer.stalled_for());
+            }
             _ = ctx.shutdown.cancelled() => session.shutdown(),
         }
     };
@@ -203,21 +206,16 @@ async fn carry_out(
                 let _ = reply.send(answer);
             }
             Action::Count(count, n) => {
-                let peer = [("peer", peer_id)];
                 let m = &ctx.metrics;
                 match count {
-                    Count::Sent => m.messages_sent.add(&peer, n),
-                    Count::Acknowledged => m.messages_acknowledged.add(&peer, n),
+                    Count::Sent => m.messages_sent(peer_id, n),
+                    Count::Acknowledged => m.messages_acknowledged(peer_id, n),
                     Count::Received => {
-                        m.messages_received.add(&peer, n);
+                        m.messages_received(peer_id, n);
                         ctx.signals.inbox_arrived.notify_waiters();
                     }
-                    Count::DeadNothingReceived => m
-                        .links_dead
-                        .add(&[("peer", peer_id), ("reason", "nothing_received")], n),
-                    Count::DeadWriteStalled => m
-                        .links_dead
-                        .add(&[("peer", peer_id), ("reason", "write_stalled")], n),
+                    Count::DeadNothingReceived => m.link_dead(peer_id, "nothing_received"),
+                    Count::DeadWriteStalled => m.link_dead(peer_id, "write_stalled"),
                 }
             }
             Action::Close { goodbye, outcome } => closing = Some((goodbye, outcome)),

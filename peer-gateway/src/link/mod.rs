@@ -70,7 +70,7 @@ impl LinkContext {
     /// Counts a refused handshake (metrics and status), and shows it on the
     /// partner's status when it concerns a known partner without a healthy link.
     pub fn record_refusal(&self, reason: &str, peer: Option<&str>, detail: &str) {
-        self.metrics.handshakes_refused.inc(&[("reason", reason)]);
+        self.metrics.handshake_refused(reason);
         self.peers.record_refusal(reason, peer, detail);
     }
 }

@@ -18,7 +18,7 @@ impl Store {
     ) -> Result<(i64, u64), StoreError> {
         let started = std::time::Instant::now();
         let result = self.store_inbound_inner(peer, epoch, messages).await;
-        self.commit_latency.observe(started.elapsed());
+        crate::metrics::observe(&self.commit_latency, started.elapsed());
         result
     }
 

@@ -209,7 +209,7 @@ pub struct Store {
     /// SQLite only: this process's exclusive hold on the store, until `close`.
     lock: std::sync::Mutex<Option<lock::StoreLock>>,
     /// Duration of write transactions (including the fsync), for /metrics.
-    pub commit_latency: crate::metrics::Histogram,
+    commit_latency: prometheus_client::metrics::histogram::Histogram,
 }
 
 /// Runs `$body` with `$pool` bound to the back end's pool and `$q` to a function
@@ -274,6 +274,17 @@ fn random_id() -> String {
 impl Store {
     /// Opens the database at `url` (`sqlite://PATH` or `postgres://...`), applying migrations.
     pub async fn open(url: &str) -> Result<Store, StoreError> {
+        let latency =
+            prometheus_client::metrics::histogram::Histogram::new(crate::metrics::COMMIT_BUCKETS);
+        Store::open_observed(url, latency).await
+    }
+
+    /// Opens the database as [`Store::open`] does, recording the duration of every
+    /// write transaction in `commit_latency` (the gateway's metric).
+    pub async fn open_observed(
+        url: &str,
+        commit_latency: prometheus_client::metrics::histogram::Histogram,
+    ) -> Result<Store, StoreError> {
         let bad = |m: String| StoreError::Url(url.to_string(), m);
         let mut lock = None;
         let backend = if let Some(path) = url.strip_prefix("sqlite://") {
@@ -308,7 +319,7 @@ impl Store {
         let store = Store {
             backend,
             lock: std::sync::Mutex::new(lock),
-            commit_latency: crate::metrics::Histogram::default(),
+            commit_latency,
         };
         store.ensure_epoch().await?;
         Ok(store)

@@ -24,7 +24,7 @@ impl Store {
                 _ => break,
             }
         }
-        self.commit_latency.observe(started.elapsed());
+        crate::metrics::observe(&self.commit_latency, started.elapsed());
         result
     }
 
@@ -156,7 +156,7 @@ impl Store {
     pub async fn ack_outbox(&self, peer: &str, upto_seq: i64) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         let result = self.ack_outbox_inner(peer, upto_seq).await;
-        self.commit_latency.observe(started.elapsed());
+        crate::metrics::observe(&self.commit_latency, started.elapsed());
         result
     }
 

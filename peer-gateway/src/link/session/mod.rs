@@ -107,9 +107,13 @@ impl Session {
         self.closed
     }
 
-    /// When the link last received a frame.
-    pub fn last_rx(&self) -> Instant {
-        self.last_rx
+    /// When the session next needs [`Session::tick`] for a rule of its own: the
+    /// dead-link bound since the last frame received, or a heartbeat since the
+    /// last frame sent, whichever comes first. The driver also ticks every
+    /// quarter heartbeat (the write-stall rule, idle links, expired pings), so
+    /// this only makes those two rules exact instead of up to a tick late.
+    pub fn next_deadline(&self) -> Instant {
+        (self.last_rx + self.params.dead_after).min(self.last_tx + self.params.heartbeat)
     }
 
     /// Starts the link: offers our CRL, if any, and sends what the outbox holds

@@ -548,6 +548,22 @@ fn nothing_received_for_the_dead_link_bound_ends_the_link_with_a_goodbye() {
 }
 
 #[test]
+fn the_next_deadline_is_the_dead_link_bound_or_the_next_heartbeat() {
+    let t0 = Instant::now();
+    let mut s = started(params(), t0);
+    assert_eq!(s.next_deadline(), t0 + HEARTBEAT);
+    // A frame was just sent: the dead-link bound since the last receipt comes first.
+    s.tick(t0 + HEARTBEAT, Duration::ZERO);
+    drain(&mut s);
+    assert_eq!(s.next_deadline(), t0 + HEARTBEAT * 2);
+    s.frames_received(vec![Frame::Ping { nonce: 1 }], t0 + HEARTBEAT * 2);
+    drain(&mut s);
+    s.frames_received(vec![Frame::Ping { nonce: 2 }], t0 + DEAD_AFTER);
+    drain(&mut s);
+    assert_eq!(s.next_deadline(), t0 + DEAD_AFTER + HEARTBEAT);
+}
+
+#[test]
 fn a_partner_that_accepts_nothing_for_the_dead_link_bound_is_dropped_without_a_goodbye() {
     let t0 = Instant::now();
     let mut s = started(params(), t0);
