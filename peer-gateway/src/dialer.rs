@@ -223,11 +223,11 @@ async fn dial(
     let handshake = async {
         let stream = tls.connect(tcp, peer_id).await.map_err(|e| {
             let refusal = match &e {
-                shared::tls::HandshakeError::Refused(_)
-                | shared::tls::HandshakeError::RejectedByPeer(_) => Some(e.reason()),
+                peerlink_tls::HandshakeError::Refused(_)
+                | peerlink_tls::HandshakeError::RejectedByPeer(_) => Some(e.reason()),
                 _ => None,
             };
-            if let shared::tls::HandshakeError::Refused(r) = &e {
+            if let peerlink_tls::HandshakeError::Refused(r) = &e {
                 gw.record_refusal(r.reason, Some(peer_id), &r.detail);
             }
             (e.to_string(), refusal)

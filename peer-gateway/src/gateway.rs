@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use peerlink_tls::PeerTls;
 use serde::Serialize;
-use shared::tls::PeerTls;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_util::sync::CancellationToken;
@@ -144,7 +144,7 @@ pub struct Gateway {
 pub fn now_text() -> String {
     let now = OffsetDateTime::now_utc();
     let millis = now.nanosecond() / 1_000_000 * 1_000_000;
-    shared::cadb::rfc3339(now.replace_nanosecond(millis).unwrap_or(now))
+    peerlink_pki::timefmt::rfc3339(now.replace_nanosecond(millis).unwrap_or(now))
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -465,7 +465,7 @@ impl Gateway {
                 .peers
                 .get(&s.node_id)
                 .and_then(|p| p.issued_to_us_not_after)
-                .map(shared::cadb::rfc3339);
+                .map(peerlink_pki::timefmt::rfc3339);
         }
         out
     }
