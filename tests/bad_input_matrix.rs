@@ -35,8 +35,8 @@ use peerlink_e2e::{
     args, assert_unchanged, ca_tool, openssl, pem_block, pem_encode, read_text, replace_pem_block,
     run, snapshot, write_file, write_passphrase, CaFixture, Outcome, WRONG_PASSPHRASE,
 };
+use peerlink_tls::{NodeTrust, PeerTls, ServerIdentity};
 use serde_json::{json, Value};
-use shared::tls::{NodeTrust, PeerTls, ServerIdentity};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 // ---------------------------------------------------------------------------
@@ -682,7 +682,7 @@ fn ca_tool_bad_inputs() {
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// A link opened with a partner's real certificates (through `shared::tls`), on
+/// A link opened with a partner's real certificates (through `peerlink-tls`), on
 /// which the test writes `peerlink/1` frames by hand.
 struct RawPeer {
     io: Box<dyn Io>,

@@ -22,7 +22,7 @@
 //!
 //! The flood comes from a loopback address other than 127.0.0.1 (the client socket
 //! is bound to it before connecting, with tokio's `TcpSocket`). The raw link client
-//! speaks TLS through `shared::tls` with a real partner's certificates and then
+//! speaks TLS through `peerlink-tls` with a real partner's certificates and then
 //! writes frames byte by byte. Every wait is bounded; run `cargo build --workspace
 //! --bins` first.
 
@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 
 use peerlink_e2e::gateway::{config_text, field, free_port, http, refusals, Net, WAIT};
 use peerlink_e2e::{args, read_text};
+use peerlink_tls::{NodeTrust, PeerTls, ServerIdentity, MAX_PRESENTED_INTERMEDIATES};
 use serde_json::Value;
-use shared::tls::{NodeTrust, PeerTls, ServerIdentity, MAX_PRESENTED_INTERMEDIATES};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The floods load the machine: run them one at a time, so that the bounded waits
@@ -707,7 +707,7 @@ fn slowloris_from_many_addresses_hits_the_global_cap_and_recovers() {
 }
 
 // ---------------------------------------------------------------------------
-// A raw partner: real certificates through shared::tls, then hand-made frames
+// A raw partner: real certificates through peerlink-tls, then hand-made frames
 // ---------------------------------------------------------------------------
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}

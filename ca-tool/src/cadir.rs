@@ -1,34 +1,22 @@
-//! The layout of a CA directory and access to its parts.
-//!
-//! ```text
-//! DIR/root-ca.crt                    root certificate (public)
-//! DIR/private/root-ca.key            PKCS#8 encrypted root key (0600, dir 0700)
-//! DIR/private/pkcs11.json            instead of root-ca.key when the key is on a PKCS#11 token:
-//!                                    module, token label, key label and id (no secret)
-//! DIR/ca.db                          issuance database (public)
-//! DIR/crl.pem                        newest CRL (public)
-//! DIR/peers/<id>/bundle.pem          the partner's bundle as received
-//! DIR/peers/<id>/root.crt            the partner's root (pinned trust anchor for dialing them)
-//! DIR/peers/<id>/issued-by-us.crt    the cross-cert we issued them
-//! DIR/peers/<id>/issued-to-us.crt    the cross-cert they issued us (presented when dialing)
-//! ```
-//! Everything outside `private/` is public and is what gateway hosts read.
+//! Access to the parts of a CA directory (its file names and layout are in
+//! [`peerlink_pki::layout`]).
 
 use std::path::{Path, PathBuf};
 
-use shared::cadb::CaDb;
-use shared::hsm::{HsmError, Token, TokenConfig};
-use shared::identity::NodeIdentity;
-use shared::keys::PrivateKey;
-use shared::pemfile::{self, ObjectKind};
-use shared::profiles::RootSigner;
+use peerlink_ca::hsm::{HsmError, Token, TokenConfig};
+use peerlink_ca::keyfile;
+use peerlink_ca::profiles::RootSigner;
+use peerlink_cadb::CaDb;
+use peerlink_pki::identity::NodeIdentity;
+use peerlink_pki::pemfile::{self, ObjectKind};
 use zeroize::Zeroizing;
 
 use crate::error::{CliError, CliResult};
 use crate::PassphraseArg;
 
-pub use shared::hsm::CONFIG_FILE as TOKEN_CONFIG;
-pub use shared::layout::{CRL_FILE, PEERS_DIR, PRIVATE_DIR, ROOT_CERT, ROOT_KEY};
+pub use peerlink_pki::layout::{
+    CRL_FILE, DB_FILE, PEERS_DIR, PRIVATE_DIR, ROOT_CERT, ROOT_KEY, TOKEN_CONFIG,
+};
 
 /// Where a CA's root key is kept.
 pub enum KeyStore {
@@ -70,7 +58,7 @@ impl CaDir {
 
     /// Opens the issuance database.
     pub async fn db(&self) -> CliResult<CaDb> {
-        let path = self.dir.join(shared::cadb::DB_FILE);
+        let path = self.dir.join(DB_FILE);
         if !path.exists() {
             return Err(CliError::new(format!(
                 "{} is missing; the CA directory is incomplete (restore it from backup)",
@@ -105,9 +93,8 @@ impl CaDir {
         match self.key_store()? {
             KeyStore::File(key_path) => {
                 let pass = crate::passphrase::obtain(passphrase.passphrase_file.as_deref(), false)?;
-                let pem = shared::fsutil::read(&key_path)?;
-                let key =
-                    PrivateKey::from_encrypted_pem(&pem, &pass, &key_path.display().to_string())?;
+                let pem = peerlink_pki::fsutil::read(&key_path)?;
+                let key = keyfile::decrypt_pem(&pem, &pass, &key_path.display().to_string())?;
                 Ok(RootSigner::new(self.root_der.clone(), &key)?)
             }
             KeyStore::Token(config_path, config) => {
@@ -177,7 +164,7 @@ impl CaDir {
 
     /// Directory of one partner.
     pub fn peer_dir(&self, node_id: &str) -> PathBuf {
-        shared::layout::peer_dir(&self.dir, node_id)
+        peerlink_pki::layout::peer_dir(&self.dir, node_id)
     }
 }
 

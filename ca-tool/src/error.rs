@@ -44,14 +44,17 @@ macro_rules! from_error {
 }
 
 from_error!(
-    shared::fsutil::FsError,
-    shared::keys::KeyError,
-    shared::pemfile::LoadError,
-    shared::identity::IdentityError,
-    shared::profiles::IssueError,
-    shared::bundle::BundleError,
-    shared::cadb::DbError,
-    shared::csr::CsrError
+    peerlink_pki::fsutil::FsError,
+    peerlink_pki::keys::KeyError,
+    peerlink_ca::keyfile::KeyFileError,
+    peerlink_pki::pemfile::LoadError,
+    peerlink_pki::endpoint::EndpointError,
+    peerlink_pki::identity::IdentityError,
+    peerlink_ca::profiles::IssueError,
+    peerlink_ca::bundle::BundleError,
+    peerlink_cadb::DbError,
+    peerlink_cadb::UnreadableCertificate,
+    peerlink_ca::csr::CsrError
 );
 
 /// Result of a command.

@@ -325,7 +325,7 @@ async fn run(command: Command) -> error::CliResult {
                     module,
                     token_label,
                     key_label: key_label
-                        .unwrap_or_else(|| shared::hsm::DEFAULT_KEY_LABEL.to_string()),
+                        .unwrap_or_else(|| peerlink_ca::hsm::DEFAULT_KEY_LABEL.to_string()),
                 }),
                 _ => None,
             };

@@ -33,7 +33,7 @@ pub fn obtain_pin(file: Option<&Path>) -> CliResult<Zeroizing<Vec<u8>>> {
 }
 
 fn from_file(path: &Path) -> CliResult<Zeroizing<Vec<u8>>> {
-    let bytes = Zeroizing::new(shared::fsutil::read(path)?);
+    let bytes = Zeroizing::new(peerlink_pki::fsutil::read(path)?);
     if let Ok(meta) = std::fs::metadata(path) {
         if meta.permissions().mode() & 0o077 != 0 {
             eprintln!(

@@ -419,7 +419,7 @@ async fn inbox(State(api): State<Arc<Api>>, Query(q): Query<InboxQuery>) -> Resp
                         "from": m.from_peer,
                         "content_type": m.content_type,
                         "body_base64": base64::engine::general_purpose::STANDARD.encode(&m.body),
-                        "received_at": shared::cadb::rfc3339(
+                        "received_at": peerlink_pki::timefmt::rfc3339(
                             time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(m.received_ms) * 1_000_000)
                                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
                         ),

@@ -408,9 +408,9 @@ impl Config {
             ));
         }
         for (id, o) in &raw.peers {
-            shared::identity::check_node_id(id).map_err(|e| invalid(id, e.to_string()))?;
+            peerlink_pki::identity::check_node_id(id).map_err(|e| invalid(id, e.to_string()))?;
             for e in &o.endpoints {
-                shared::bundle::check_endpoint(e)
+                peerlink_pki::endpoint::check_endpoint(e)
                     .map_err(|err| invalid("endpoints", err.to_string()))?;
             }
         }

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use shared::fsutil;
-use shared::tls::PeerTrust;
+use peerlink_pki::fsutil;
+use peerlink_tls::PeerTrust;
 use x509_parser::prelude::*;
 
 /// Where partners' CRLs are kept: `<state_dir>/peer-crls/<node id>.crl` (DER).
@@ -81,20 +81,19 @@ pub fn check_crl(peer: &PeerTrust, der: &[u8]) -> Result<u64, String> {
     }
     let (_, root) =
         X509Certificate::from_der(&peer.root_der).map_err(|e| format!("partner root: {e}"))?;
-    if !shared::validate::names::dn_equal(crl.issuer(), root.subject()) {
+    if !peerlink_pki::validate::names::dn_equal(crl.issuer(), root.subject()) {
         return Err("the CRL is not issued by the partner's root".into());
     }
-    let (spki_alg, key) =
-        shared::signature::split_spki(root.public_key().raw).map_err(|e| e.to_string())?;
-    shared::signature::verify(
-        &spki_alg,
-        &key,
-        &shared::signature::algorithm_contents(&crl.signature_algorithm),
+    use peerlink_pki::signature::{verify_signed, SignatureError};
+    verify_signed(
+        root.public_key().raw,
+        &crl.signature_algorithm,
         crl.tbs_cert_list.as_ref(),
         &crl.signature_value.data,
     )
-    .map_err(|e| {
-        format!("the CRL signature does not verify with the partner's pinned root ({e})")
+    .map_err(|e| match e {
+        SignatureError::MalformedKey(_) => e.to_string(),
+        e => format!("the CRL signature does not verify with the partner's pinned root ({e})"),
     })?;
     let now = ::time::OffsetDateTime::now_utc();
     if let Some(next) = crl.next_update() {
@@ -116,14 +115,15 @@ pub fn check_crl(peer: &PeerTrust, der: &[u8]) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::identity::NodeName;
-    use shared::keys::{KeyType, PrivateKey};
-    use shared::profiles::{issue_root, RevokedEntry, RootSigner};
-    use shared::tls::PeerStatus;
+    use peerlink_ca::profiles::{issue_root, RootSigner};
+    use peerlink_cadb::RevokedEntry;
+    use peerlink_pki::identity::NodeName;
+    use peerlink_pki::keys::{KeyType, PrivateKey};
+    use peerlink_tls::PeerStatus;
 
     fn signer(unit: &str) -> RootSigner {
         let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
-        let id = shared::identity::node_id_from_spki(&key.public_key_der().unwrap());
+        let id = peerlink_pki::identity::node_id_from_spki(&key.public_key_der().unwrap());
         let root = issue_root(&key, &NodeName::new("Net", unit, &id).unwrap(), 30).unwrap();
         RootSigner::new(root, &key).unwrap()
     }

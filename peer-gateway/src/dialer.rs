@@ -120,7 +120,7 @@ enum DialError {
     #[error("connect failed: {0}")]
     Connect(std::io::Error),
     #[error(transparent)]
-    Handshake(shared::tls::HandshakeError),
+    Handshake(peerlink_tls::HandshakeError),
     #[error(transparent)]
     Setup(SetupError),
     #[error("handshake timed out")]
@@ -130,7 +130,7 @@ enum DialError {
 impl DialError {
     /// The stable reason when the handshake was refused (by us or by the partner).
     fn refusal(&self) -> Option<&'static str> {
-        use shared::tls::HandshakeError;
+        use peerlink_tls::HandshakeError;
         match self {
             DialError::Handshake(
                 e @ (HandshakeError::Refused(_) | HandshakeError::RejectedByPeer(_)),
@@ -190,7 +190,7 @@ async fn dial(
     let tls = ctx.trust.current();
     let handshake = async {
         let stream = tls.connect(tcp, peer_id).await.map_err(|e| {
-            if let shared::tls::HandshakeError::Refused(r) = &e {
+            if let peerlink_tls::HandshakeError::Refused(r) = &e {
                 ctx.record_refusal(r.reason, Some(peer_id), &r.detail);
             }
             DialError::Handshake(e)

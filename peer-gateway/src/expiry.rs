@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use peerlink_tls::PeerTls;
 use serde::Serialize;
-use shared::tls::PeerTls;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
@@ -44,7 +44,7 @@ pub fn certificates(tls: &PeerTls, thresholds: &[u32], now: OffsetDateTime) -> V
         if let Some(t) = p.issued_to_us_not_after {
             list.push(("cross", Some(p.node_id.clone()), t));
         }
-        if let Some(t) = shared::tls::not_after(&p.root_der) {
+        if let Some(t) = peerlink_tls::not_after(&p.root_der) {
             list.push(("partner_root", Some(p.node_id.clone()), t));
         }
     }
@@ -59,7 +59,7 @@ pub fn certificates(tls: &PeerTls, thresholds: &[u32], now: OffsetDateTime) -> V
             CertExpiry {
                 certificate,
                 peer,
-                not_after: shared::cadb::rfc3339(not_after),
+                not_after: peerlink_pki::timefmt::rfc3339(not_after),
                 seconds_left,
                 warning_days,
             }

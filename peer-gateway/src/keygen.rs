@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use shared::fsutil::{self, PRIVATE_FILE_MODE, PUBLIC_FILE_MODE};
-use shared::keys::{KeyType, PrivateKey};
-use shared::pemfile::{self, ObjectKind};
+use peerlink_pki::fsutil::{self, PRIVATE_FILE_MODE, PUBLIC_FILE_MODE};
+use peerlink_pki::keys::{KeyType, PrivateKey};
+use peerlink_pki::pemfile::{self, ObjectKind};
 use x509_parser::prelude::*;
 
 /// Writes a new ECDSA P-256 key (0600) and a CSR for the node's DN (+ optional CN).
@@ -14,12 +14,12 @@ pub fn run(
     out_csr: &Path,
     cn: Option<&str>,
 ) -> Result<(), String> {
-    let root_path = node_dir.join(shared::layout::ROOT_CERT);
+    let root_path = node_dir.join(peerlink_pki::layout::ROOT_CERT);
     let root_der =
         pemfile::load_one(&root_path, ObjectKind::Certificate).map_err(|e| e.to_string())?;
     let (_, root) = X509Certificate::from_der(&root_der)
         .map_err(|e| format!("{}: {e}", root_path.display()))?;
-    let mut dn = shared::profiles::rcgen_name(root.subject()).map_err(|e| e.to_string())?;
+    let mut dn = peerlink_pki::identity::rcgen_name(root.subject()).map_err(|e| e.to_string())?;
     if let Some(cn) = cn {
         if cn.is_empty() || cn.len() > 64 || cn.chars().any(char::is_control) {
             return Err("--cn must be 1 to 64 printable characters".into());

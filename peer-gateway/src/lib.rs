@@ -1,6 +1,6 @@
 //! The peer gateway: keeps one authenticated, encrypted, reconnecting mutual-TLS
 //! link to every active partner of a node, using the CA data that `ca-tool`
-//! produces and the validator in `shared`, and moves messages between local
+//! produces and the validator in `peerlink-pki` (through `peerlink-tls`), and moves messages between local
 //! applications and partners exactly once.
 //!
 //! `docs/architecture.md` walks through the modules; [`server::run`] is where a

@@ -97,7 +97,7 @@ async fn handshake(
             Ok(ok) => ok,
             Err(e) => {
                 let (peer, claims, detail) = match &e {
-                    shared::tls::HandshakeError::Refused(r) => {
+                    peerlink_tls::HandshakeError::Refused(r) => {
                         (r.peer.clone(), r.claims.clone(), r.detail.clone())
                     }
                     other => (None, None, other.to_string()),

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use shared::tls::{
+use peerlink_tls::{
     identify_client, verify_server, NodeTrust, PeerTls, ServerIdentity, TlsSetupError, TrustError,
 };
 
@@ -132,7 +132,7 @@ impl Reloader {
                     if who == id {
                         Ok(())
                     } else {
-                        Err(shared::tls::Refusal {
+                        Err(peerlink_tls::Refusal {
                             reason: "wrong_peer",
                             detail: format!("the link's certificate now identifies {who}"),
                             peer: Some(id.clone()),
@@ -145,7 +145,7 @@ impl Reloader {
             let still_active = trust
                 .peers
                 .get(&id)
-                .is_some_and(|p| p.status == shared::tls::PeerStatus::Active);
+                .is_some_and(|p| p.status == peerlink_tls::PeerStatus::Active);
             if let Err(refusal) = verdict {
                 tracing::warn!(peer = %id, reason = refusal.reason, detail = %refusal.detail, "closing link after reload");
                 ctx.record_refusal(refusal.reason, Some(&id), &refusal.detail);
@@ -232,10 +232,10 @@ const RETRY_FAILED_RELOAD: Duration = Duration::from_secs(3);
 /// ~1 % of a core at 1,000 partners doing nothing else.
 fn snapshot(paths: &[PathBuf], node_dir: &Path) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
     let mut files: Vec<PathBuf> = paths.to_vec();
-    files.push(node_dir.join(shared::layout::ROOT_CERT));
-    files.push(node_dir.join(shared::layout::CRL_FILE));
-    files.push(node_dir.join(shared::cadb::DB_FILE));
-    let peers = node_dir.join(shared::layout::PEERS_DIR);
+    files.push(node_dir.join(peerlink_pki::layout::ROOT_CERT));
+    files.push(node_dir.join(peerlink_pki::layout::CRL_FILE));
+    files.push(node_dir.join(peerlink_pki::layout::DB_FILE));
+    let peers = node_dir.join(peerlink_pki::layout::PEERS_DIR);
     if let Ok(entries) = std::fs::read_dir(&peers) {
         files.extend(entries.flatten().map(|e| e.path()));
     }
@@ -260,9 +260,9 @@ mod tests {
     fn snapshot_sees_what_ca_tool_and_copies_change() {
         let dir = tempfile::tempdir().unwrap();
         let node = dir.path();
-        let peer = node.join(shared::layout::PEERS_DIR).join("0b0b");
+        let peer = node.join(peerlink_pki::layout::PEERS_DIR).join("0b0b");
         std::fs::create_dir_all(&peer).unwrap();
-        std::fs::write(node.join(shared::cadb::DB_FILE), b"db").unwrap();
+        std::fs::write(node.join(peerlink_pki::layout::DB_FILE), b"db").unwrap();
         std::fs::write(peer.join("root.crt"), b"old").unwrap();
         let cert = node.join("gw.crt");
         std::fs::write(&cert, b"cert").unwrap();
@@ -277,12 +277,12 @@ mod tests {
         assert_ne!(renamed, before);
 
         // A new partner directory.
-        std::fs::create_dir(node.join(shared::layout::PEERS_DIR).join("0c0c")).unwrap();
+        std::fs::create_dir(node.join(peerlink_pki::layout::PEERS_DIR).join("0c0c")).unwrap();
         let added = snapshot(&files, node);
         assert_ne!(added, renamed);
 
         // The database rewritten in place (cp -a), and the server certificate.
-        std::fs::write(node.join(shared::cadb::DB_FILE), b"db, changed").unwrap();
+        std::fs::write(node.join(peerlink_pki::layout::DB_FILE), b"db, changed").unwrap();
         let db = snapshot(&files, node);
         assert_ne!(db, added);
         std::fs::write(&cert, b"renewed cert").unwrap();

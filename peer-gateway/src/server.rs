@@ -34,7 +34,7 @@ pub enum ServerError {
     Config(#[from] ConfigError),
     /// The state directory for partners' CRLs.
     #[error(transparent)]
-    CrlStore(#[from] shared::fsutil::FsError),
+    CrlStore(#[from] peerlink_pki::fsutil::FsError),
     /// The CA directory, the server certificate or key.
     #[error(transparent)]
     Trust(#[from] LoadError),

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
-use shared::tls::PeerTls;
+use peerlink_tls::PeerTls;
 
 use crate::config::PeerOverride;
 

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
+use peerlink_ca::bundle::{self, VerifiedBundle};
+use peerlink_pki::fsutil::{self, PUBLIC_FILE_MODE};
 use serde::Serialize;
-use shared::bundle::{self, VerifiedBundle};
-use shared::fsutil::{self, PUBLIC_FILE_MODE};
 use time::OffsetDateTime;
 
 use crate::cadir::CaDir;
@@ -21,7 +21,7 @@ pub async fn export(
     let ca = CaDir::open(dir)?;
     ca.check_output(out)?;
     for e in endpoints {
-        bundle::check_endpoint(e)?;
+        peerlink_pki::endpoint::check_endpoint(e)?;
     }
     let signer = ca.signer(passphrase)?;
     let text = bundle::export(&signer, endpoints, OffsetDateTime::now_utc())?;
@@ -67,7 +67,10 @@ pub fn print_identity(b: &VerifiedBundle) {
         "Key type:      {}",
         id.key_type.map_or("unsupported", |k| k.name())
     );
-    println!("Root expires:  {}", shared::cadb::rfc3339(id.not_after));
+    println!(
+        "Root expires:  {}",
+        peerlink_pki::timefmt::rfc3339(id.not_after)
+    );
     println!("Endpoints:     {}", b.info.endpoints.join(", "));
 }
 
@@ -87,7 +90,7 @@ pub fn show(path: &Path, json: bool) -> CliResult {
                 .identity
                 .key_type
                 .map_or("unsupported".into(), |k| k.name().to_string()),
-            not_after: shared::cadb::rfc3339(b.identity.not_after),
+            not_after: peerlink_pki::timefmt::rfc3339(b.identity.not_after),
             endpoints: &b.info.endpoints,
             created_at: &b.info.created_at,
         };

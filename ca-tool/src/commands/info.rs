@@ -32,13 +32,13 @@ struct Info {
 
 /// Where the root key lives, from the files under private/ (no secret is read).
 fn key_storage(dir: &Path) -> String {
-    let private = dir.join(shared::layout::PRIVATE_DIR);
-    if let Ok(text) = std::fs::read_to_string(private.join("pkcs11.json")) {
+    let private = dir.join(peerlink_pki::layout::PRIVATE_DIR);
+    if let Ok(text) = std::fs::read_to_string(private.join(peerlink_pki::layout::TOKEN_CONFIG)) {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         let token = v["token_label"].as_str().unwrap_or("?");
         return format!("PKCS#11 token {token:?}");
     }
-    if private.join(shared::layout::ROOT_KEY).exists() {
+    if private.join(peerlink_pki::layout::ROOT_KEY).exists() {
         return "encrypted file (PKCS#8, scrypt + AES-256-CBC)".into();
     }
     "missing (restore private/ from backup)".into()
@@ -67,8 +67,8 @@ pub async fn run(dir: &Path, json: bool) -> CliResult {
         subject: id.subject.clone(),
         fingerprint_sha256: id.fingerprint.colon_hex(),
         fingerprint_phone: id.fingerprint.phone_form(),
-        not_before: shared::cadb::rfc3339(id.not_before),
-        not_after: shared::cadb::rfc3339(id.not_after),
+        not_before: peerlink_pki::timefmt::rfc3339(id.not_before),
+        not_after: peerlink_pki::timefmt::rfc3339(id.not_after),
         days_left,
         key_type: id
             .key_type

@@ -5,15 +5,15 @@
 
 use std::path::{Path, PathBuf};
 
-use shared::cadb::CaDb;
-use shared::fsutil::{self, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, PUBLIC_FILE_MODE};
-use shared::hsm::{self, KeyProtection, Token, TokenKey};
-use shared::identity::{self, NodeIdentity, NodeName};
-use shared::keys::{self, KeyType, PrivateKey};
-use shared::profiles;
+use peerlink_ca::hsm::{self, KeyProtection, Token, TokenKey};
+use peerlink_ca::{keyfile, profiles};
+use peerlink_cadb::CaDb;
+use peerlink_pki::fsutil::{self, PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, PUBLIC_FILE_MODE};
+use peerlink_pki::identity::{self, NodeIdentity, NodeName};
+use peerlink_pki::keys::{KeyType, PrivateKey};
 
 use crate::cadir::{
-    token_error, token_pin, PEERS_DIR, PRIVATE_DIR, ROOT_CERT, ROOT_KEY, TOKEN_CONFIG,
+    token_error, token_pin, DB_FILE, PEERS_DIR, PRIVATE_DIR, ROOT_CERT, ROOT_KEY, TOKEN_CONFIG,
 };
 use crate::error::{CliError, CliResult};
 use crate::{KeyTypeArg, PassphraseArg};
@@ -123,7 +123,7 @@ pub async fn run(
     );
     println!(
         "  Valid until:  {}",
-        shared::cadb::rfc3339(identity.not_after)
+        peerlink_pki::timefmt::rfc3339(identity.not_after)
     );
     if new_root.token.is_some() {
         println!(
@@ -131,13 +131,13 @@ pub async fn run(
              and keep the token (and any backup the token's vendor provides) safe: \
              without it this CA cannot sign.",
             dir.join(PRIVATE_DIR).join(TOKEN_CONFIG).display(),
-            dir.join(shared::cadb::DB_FILE).display()
+            dir.join(DB_FILE).display()
         );
     } else {
         println!(
             "Back up {} (encrypted) and {} now; the passphrase cannot be recovered.",
             dir.join(PRIVATE_DIR).join(ROOT_KEY).display(),
-            dir.join(shared::cadb::DB_FILE).display()
+            dir.join(DB_FILE).display()
         );
     }
     Ok(())
@@ -153,7 +153,7 @@ fn file_root(
     passphrase: &PassphraseArg,
 ) -> CliResult<NewRoot> {
     let pass = crate::passphrase::obtain(passphrase.passphrase_file.as_deref(), true)?;
-    keys::check_passphrase(&pass)?;
+    keyfile::check_passphrase(&pass)?;
     let key = PrivateKey::generate(key_type)?;
     let spki = key.public_key_der()?;
     let node_id = match node_id {
@@ -162,7 +162,7 @@ fn file_root(
     };
     let name = NodeName::new(org, unit, &node_id)?;
     let root_der = profiles::issue_root(&key, &name, days)?;
-    let encrypted = key.to_encrypted_pem(&pass)?;
+    let encrypted = keyfile::encrypt_pem(&key, &pass)?;
     Ok(NewRoot {
         root_der,
         private_file: (ROOT_KEY, encrypted.as_bytes().to_vec()),
@@ -312,11 +312,11 @@ async fn build(
     )?;
     fsutil::write_new(
         &staging.join(ROOT_CERT),
-        profiles::pem_certificate(root_der).as_bytes(),
+        peerlink_pki::pemfile::pem_certificate(root_der).as_bytes(),
         PUBLIC_FILE_MODE,
     )?;
-    let mut db = CaDb::open(&staging.join(shared::cadb::DB_FILE), true).await?;
-    let issued = shared::profiles::Issued::from_der(root_der.to_vec())?;
+    let mut db = CaDb::open(&staging.join(DB_FILE), true).await?;
+    let issued = peerlink_cadb::Issued::from_der(root_der.to_vec())?;
     db.insert_certificate("root", &issued, None, time::OffsetDateTime::now_utc())
         .await?;
     db.close().await?;

@@ -9,8 +9,8 @@ pub mod revoke;
 pub mod server;
 pub mod verify;
 
-use shared::cadb::CaDb;
-use shared::fsutil::FileTransaction;
+use peerlink_cadb::CaDb;
+use peerlink_pki::fsutil::FileTransaction;
 
 use crate::error::{CliError, CliResult};
 

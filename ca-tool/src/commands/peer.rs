@@ -3,20 +3,21 @@
 use std::path::Path;
 
 use ::time::OffsetDateTime;
-use shared::bundle::{self, VerifiedBundle};
-use shared::cadb::{rfc3339, CaDb, PeerRecord};
-use shared::fsutil::{self, FileTransaction, PUBLIC_FILE_MODE};
-use shared::identity::Fingerprint;
-use shared::pemfile::{self, ObjectKind};
-use shared::profiles::pem_certificate;
-use shared::validate::{self, names, Purpose, ValidationOptions};
+use peerlink_ca::bundle::{self, VerifiedBundle};
+use peerlink_cadb::{CaDb, PeerRecord};
+use peerlink_pki::fsutil::{self, FileTransaction, PUBLIC_FILE_MODE};
+use peerlink_pki::identity::Fingerprint;
+use peerlink_pki::pemfile::pem_certificate;
+use peerlink_pki::pemfile::{self, ObjectKind};
+use peerlink_pki::timefmt::rfc3339;
+use peerlink_pki::validate::{self, names, Purpose, ValidationOptions};
 use x509_parser::prelude::*;
 
 use crate::cadir::CaDir;
 use crate::error::{CliError, CliResult};
 use crate::PassphraseArg;
 
-use shared::layout::{
+use peerlink_pki::layout::{
     ISSUED_BY_US, ISSUED_TO_US, PEER_BUNDLE as BUNDLE_FILE, PEER_ROOT as ROOT_FILE,
 };
 
@@ -117,7 +118,7 @@ pub async fn sign(
         }
         println!("Fingerprint matches the expected one.");
     }
-    shared::profiles::validity_days(days)?;
+    peerlink_ca::profiles::validity_days(days)?;
 
     let signer = ca.signer(passphrase)?;
     let issued = signer.issue_cross_cert(&b.identity, days)?;

@@ -2,9 +2,11 @@
 
 use std::path::Path;
 
-use shared::cadb::CaDb;
-use shared::fsutil::PUBLIC_FILE_MODE;
-use shared::profiles::{pem_crl, Reason, RootSigner};
+use peerlink_ca::profiles::RootSigner;
+use peerlink_cadb::CaDb;
+use peerlink_cadb::Reason;
+use peerlink_pki::fsutil::PUBLIC_FILE_MODE;
+use peerlink_pki::pemfile::pem_crl;
 use time::OffsetDateTime;
 
 use crate::cadir::{CaDir, CRL_FILE};
@@ -32,7 +34,7 @@ pub async fn revoke(
                 .join(", ")
         ))
     })?;
-    shared::profiles::validity_days(crl_days)?;
+    peerlink_ca::profiles::validity_days(crl_days)?;
 
     // Work out what to revoke before asking for the passphrase.
     let (serials, peer_id) = match (serial, peer) {
@@ -116,7 +118,7 @@ pub async fn crl(dir: &Path, out: &Path, days: u32, passphrase: &PassphraseArg) 
     let ca = CaDir::open(dir)?;
     ca.check_output(out)?;
     let mut db = ca.db().await?;
-    shared::profiles::validity_days(days)?;
+    peerlink_ca::profiles::validity_days(days)?;
     let signer = ca.signer(passphrase)?;
     let (number, count) = super::in_transaction(&mut db, async |db, files| {
         let (number, crl) = publish(db, &signer, days).await?;

@@ -2,9 +2,9 @@
 
 use std::path::Path;
 
-use shared::cadb::rfc3339;
-use shared::fsutil::PUBLIC_FILE_MODE;
-use shared::pemfile::{self, ObjectKind};
+use peerlink_pki::fsutil::PUBLIC_FILE_MODE;
+use peerlink_pki::pemfile::{self, ObjectKind};
+use peerlink_pki::timefmt::rfc3339;
 use time::OffsetDateTime;
 
 use crate::cadir::CaDir;
@@ -23,9 +23,9 @@ pub async fn sign(
     ca.check_output(out)?;
     let mut db = ca.db().await?;
     let csr_der = pemfile::load_one(csr_path, ObjectKind::Csr)?;
-    let csr = shared::csr::verify_csr(&csr_der, &ca.identity.subject_der)
+    let csr = peerlink_ca::csr::verify_csr(&csr_der, &ca.identity.subject_der)
         .map_err(|e| CliError::new(format!("{}: {e}", csr_path.display())))?;
-    shared::profiles::validity_days(days)?;
+    peerlink_ca::profiles::validity_days(days)?;
     println!(
         "CSR {} is for {} ({} key).",
         csr_path.display(),

@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
-use shared::pemfile::{self, ObjectKind};
-use shared::validate::{self, Purpose, ValidationOptions};
+use peerlink_pki::pemfile::{self, ObjectKind};
+use peerlink_pki::validate::{self, Purpose, ValidationOptions};
 use time::OffsetDateTime;
 
 use crate::error::{CliError, CliResult, EXIT_INVALID};
@@ -19,8 +19,7 @@ pub fn run(
     leaf: &Path,
 ) -> CliResult {
     let at = match at {
-        Some(text) => OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
-            .map_err(|e| {
+        Some(text) => peerlink_pki::timefmt::parse_rfc3339(text).map_err(|e| {
             CliError::new(format!(
                 "--at {text:?} is not an RFC 3339 time ({e}); e.g. 2027-01-31T12:00:00Z"
             ))
@@ -56,7 +55,7 @@ pub fn run(
                 leaf.display(),
                 chain.leaf_subject,
                 chain.chain.len(),
-                shared::cadb::rfc3339(chain.leaf_not_after)
+                peerlink_pki::timefmt::rfc3339(chain.leaf_not_after)
             );
             Ok(())
         }

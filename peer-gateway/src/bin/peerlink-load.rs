@@ -90,7 +90,7 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         senders: usize,
     },
-    /// Makes N partner identities in memory with shared::profiles (what `ca-tool
+    /// Makes N partner identities in memory with peerlink_ca::profiles (what `ca-tool
     /// init`, `export-bundle` and `sign-server` do), for `ca-tool sign-peer`.
     FleetGen {
         #[arg(long)]
@@ -907,9 +907,10 @@ async fn latency(
 // ---------------------------------------------------------------- many partners
 
 async fn fleet_gen(n: usize, out: &Path) -> Result<Value> {
-    use shared::identity::NodeName;
-    use shared::keys::{KeyType, PrivateKey};
-    use shared::profiles::{issue_root, pem_certificate, RootSigner};
+    use peerlink_ca::profiles::{issue_root, RootSigner};
+    use peerlink_pki::identity::NodeName;
+    use peerlink_pki::keys::{KeyType, PrivateKey};
+    use peerlink_pki::pemfile::pem_certificate;
     std::fs::create_dir_all(out)?;
     let out = out.to_path_buf();
     let start = Instant::now();
@@ -925,21 +926,22 @@ async fn fleet_gen(n: usize, out: &Path) -> Result<Value> {
                 }
                 std::fs::create_dir_all(&dir)?;
                 let key = PrivateKey::generate(KeyType::EcdsaP256)?;
-                let id = shared::identity::node_id_from_spki(&key.public_key_der()?);
+                let id = peerlink_pki::identity::node_id_from_spki(&key.public_key_der()?);
                 let root = issue_root(&key, &NodeName::new("Bench", &format!("p{i}"), &id)?, 365)?;
                 let signer = RootSigner::new(root.clone(), &key)?;
                 let bundle =
-                    shared::bundle::export(&signer, &[], ::time::OffsetDateTime::now_utc())?;
+                    peerlink_ca::bundle::export(&signer, &[], ::time::OffsetDateTime::now_utc())?;
                 let gw_key = PrivateKey::generate(KeyType::EcdsaP256)?;
                 let (_, subject) =
                     x509_parser::x509::X509Name::from_der(&signer.identity().subject_der)?;
                 let mut params = rcgen::CertificateParams::default();
-                params.distinguished_name = shared::profiles::rcgen_name(&subject)?;
+                params.distinguished_name = peerlink_pki::identity::rcgen_name(&subject)?;
                 params
                     .distinguished_name
                     .push(rcgen::DnType::CommonName, "gw1");
                 let csr = params.serialize_request(&gw_key.signing_key()?)?;
-                let verified = shared::csr::verify_csr(csr.der(), &signer.identity().subject_der)?;
+                let verified =
+                    peerlink_ca::csr::verify_csr(csr.der(), &signer.identity().subject_der)?;
                 let gw_cert = signer.issue_server_cert(&verified, 90)?.der;
                 std::fs::write(dir.join("bundle.pem"), bundle)?;
                 std::fs::write(dir.join("root.crt"), pem_certificate(&root))?;
@@ -993,22 +995,22 @@ struct FleetArgs {
 
 /// One in-process partner: its TLS set-up and node id.
 struct Partner {
-    tls: shared::tls::PeerTls,
+    tls: peerlink_tls::PeerTls,
     id: String,
 }
 
 fn load_partner(
     dir: &Path,
-    gw: &shared::identity::NodeIdentity,
+    gw: &peerlink_pki::identity::NodeIdentity,
     gw_root: &[u8],
 ) -> Result<Partner> {
-    use shared::pemfile::{load_one, ObjectKind};
-    use shared::tls::{NodeTrust, PeerStatus, PeerTrust, ServerIdentity};
+    use peerlink_pki::pemfile::{load_one, ObjectKind};
+    use peerlink_tls::{NodeTrust, PeerStatus, PeerTrust, ServerIdentity};
     let root = load_one(&dir.join("root.crt"), ObjectKind::Certificate)?;
     let cross = load_one(&dir.join("cross.crt"), ObjectKind::Certificate)?;
     let cert = load_one(&dir.join("gw.crt"), ObjectKind::Certificate)?;
-    let key = shared::tls::parse_unencrypted_key(&std::fs::read(dir.join("gw.key"))?, "gw.key")?;
-    let me = shared::identity::NodeIdentity::from_root_der(&root)?;
+    let key = peerlink_tls::parse_unencrypted_key(&std::fs::read(dir.join("gw.key"))?, "gw.key")?;
+    let me = peerlink_pki::identity::NodeIdentity::from_root_der(&root)?;
     let mut peers = std::collections::BTreeMap::new();
     peers.insert(
         gw.node_id.clone(),
@@ -1038,7 +1040,7 @@ fn load_partner(
         key,
     };
     Ok(Partner {
-        tls: shared::tls::PeerTls::new(Arc::new(trust), Arc::new(identity))?,
+        tls: peerlink_tls::PeerTls::new(Arc::new(trust), Arc::new(identity))?,
         id,
     })
 }
@@ -1125,9 +1127,9 @@ async fn baseline_acceptor(
     key: &Path,
     gateway_id: String,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let trust = Arc::new(shared::tls::NodeTrust::load(node_dir, &Default::default()).await?);
-    let identity = Arc::new(shared::tls::ServerIdentity::load(cert, key, &trust)?);
-    let tls = shared::tls::PeerTls::new(trust, identity)?;
+    let trust = Arc::new(peerlink_tls::NodeTrust::load(node_dir, &Default::default()).await?);
+    let identity = Arc::new(peerlink_tls::ServerIdentity::load(cert, key, &trust)?);
+    let tls = peerlink_tls::PeerTls::new(trust, identity)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -1248,11 +1250,11 @@ async fn cpu_over(pid: u32, seconds: f64) -> Result<f64> {
 }
 
 async fn fleet_link(a: FleetArgs) -> Result<Value> {
-    let gw_root = shared::pemfile::load_one(
-        &a.node_dir.join(shared::layout::ROOT_CERT),
-        shared::pemfile::ObjectKind::Certificate,
+    let gw_root = peerlink_pki::pemfile::load_one(
+        &a.node_dir.join(peerlink_pki::layout::ROOT_CERT),
+        peerlink_pki::pemfile::ObjectKind::Certificate,
     )?;
-    let gw = shared::identity::NodeIdentity::from_root_der(&gw_root)?;
+    let gw = peerlink_pki::identity::NodeIdentity::from_root_der(&gw_root)?;
     let pid = a.pid.to_string();
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&a.fleet)?
         .flatten()

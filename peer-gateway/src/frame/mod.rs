@@ -16,7 +16,7 @@
 //! Decoding errors close the link: [`FrameError::goodbye_code`] tells the link
 //! which [`GoodbyeCode`] to send before it does.
 //!
-//! The ALPN id itself (`shared::tls::ALPN`) lives with the TLS set-up; a new
+//! The ALPN id itself (`peerlink_tls::ALPN`) lives with the TLS set-up; a new
 //! framing version gets a new id, so two implementations never disagree about
 //! the framing they speak.
 
@@ -456,7 +456,7 @@ struct HelloRead {
     epoch: String,
 }
 
-/// Node ids follow the rule of `shared::identity::check_node_id`: 1 to 64
+/// Node ids follow the rule of `peerlink_pki::identity::check_node_id`: 1 to 64
 /// characters from `A-Z a-z 0-9 . -`, starting with a letter or digit. The
 /// protocol repeats it so that a peer's claim is safe to log before it is
 /// compared with its certificate.

@@ -301,7 +301,7 @@ impl PeerTable {
                 .peers
                 .get(&s.node_id)
                 .and_then(|p| p.issued_to_us_not_after)
-                .map(shared::cadb::rfc3339);
+                .map(peerlink_pki::timefmt::rfc3339);
         }
         out
     }

@@ -83,5 +83,5 @@ impl PeerStatus {
 pub fn now_text() -> String {
     let now = OffsetDateTime::now_utc();
     let millis = now.nanosecond() / 1_000_000 * 1_000_000;
-    shared::cadb::rfc3339(now.replace_nanosecond(millis).unwrap_or(now))
+    peerlink_pki::timefmt::rfc3339(now.replace_nanosecond(millis).unwrap_or(now))
 }

@@ -1,4 +1,4 @@
-//! Arbitrary bytes as a partner's bundle: `shared::bundle::verify`.
+//! Arbitrary bytes as a partner's bundle: `peerlink_ca::bundle::verify`.
 //!
 //! Properties: no panic; what verifies is internally consistent (the node id
 //! of the info equals the certificate's, endpoints are well-formed).
@@ -13,12 +13,12 @@ fuzz_target!(|data: &[u8]| {
         datetime!(2027-01-01 12:00 UTC),
         datetime!(9999-12-31 23:59:59 UTC),
     ] {
-        if let Ok(bundle) = shared::bundle::verify(data, now) {
+        if let Ok(bundle) = peerlink_ca::bundle::verify(data, now) {
             assert_eq!(bundle.info.node_id, bundle.identity.node_id);
             for e in &bundle.info.endpoints {
-                assert!(shared::bundle::check_endpoint(e).is_ok());
+                assert!(peerlink_pki::endpoint::check_endpoint(e).is_ok());
             }
-            let _ = shared::identity::NodeIdentity::from_root_der(&bundle.root_der)
+            let _ = peerlink_pki::identity::NodeIdentity::from_root_der(&bundle.root_der)
                 .expect("a verified bundle's root has an identity");
         }
     }

@@ -11,8 +11,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use peerlink_fuzz::fixed_chain;
-use shared::pemfile::{parse_all, ObjectKind};
-use shared::validate::{validate_chain, ValidationOptions};
+use peerlink_pki::pemfile::{parse_all, ObjectKind};
+use peerlink_pki::validate::{validate_chain, ValidationOptions};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 /// Objects of one kind looked at per input (a file of many blocks adds
@@ -35,7 +35,7 @@ fn objects(data: &[u8], kind: ObjectKind) -> Vec<Vec<u8>> {
 
 fn certificate(der: &[u8]) {
     let chain = fixed_chain();
-    let _ = shared::identity::NodeIdentity::from_root_der(der);
+    let _ = peerlink_pki::identity::NodeIdentity::from_root_der(der);
 
     // As the leaf, under the fixed anchor and intermediate.
     let inter = [chain.cross_b.clone()];
@@ -73,13 +73,13 @@ fn crl(der: &[u8]) {
 
 fn csr(der: &[u8]) {
     let chain = fixed_chain();
-    if let Ok(verified) = shared::csr::verify_csr(der, &chain.subject_b) {
+    if let Ok(verified) = peerlink_ca::csr::verify_csr(der, &chain.subject_b) {
         if let Some(cn) = &verified.common_name {
             assert!(!cn.is_empty() && cn.len() <= 64);
         }
     }
     // Our own subject as arbitrary bytes too (it comes from a file on disk).
-    let _ = shared::csr::verify_csr(&chain.csr, der);
+    let _ = peerlink_ca::csr::verify_csr(&chain.csr, der);
 }
 
 fuzz_target!(|data: &[u8]| {

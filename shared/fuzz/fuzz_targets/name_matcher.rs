@@ -1,5 +1,5 @@
 //! The directoryName matcher behind name constraints and issuer chaining:
-//! `shared::validate::names::{dn_equal, dn_within, display_dn}`.
+//! `peerlink_pki::validate::names::{dn_equal, dn_within, display_dn}`.
 //!
 //! Input: a 2-byte big-endian length, then that many bytes of the first DER
 //! Name, then the second DER Name (the seeds are real subjects and
@@ -16,7 +16,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use shared::validate::names::{display_dn, dn_equal, dn_within};
+use peerlink_pki::der::encode as tlv;
+use peerlink_pki::validate::names::{display_dn, dn_equal, dn_within};
 use x509_parser::der_parser::asn1_rs::{Any, Class, Tag};
 use x509_parser::prelude::FromDer;
 use x509_parser::x509::X509Name;
@@ -77,21 +78,6 @@ fn value_string(value: &Any<'_>) -> Option<String> {
             .collect(),
         _ => None,
     }
-}
-
-fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
-    let mut out = vec![tag];
-    let len = content.len();
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let bytes = len.to_be_bytes();
-        let skip = bytes.iter().take_while(|&&b| b == 0).count();
-        out.push(0x80 | (bytes.len() - skip) as u8);
-        out.extend_from_slice(&bytes[skip..]);
-    }
-    out.extend_from_slice(content);
-    out
 }
 
 /// `name` with every directory string re-encoded (BMPString when it fits,

@@ -7,12 +7,12 @@
 
 use std::sync::OnceLock;
 
+use peerlink_pki::validate::{validate_chain, Purpose, ValidationOptions};
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateRevocationListParams, DistinguishedName,
     DnType, DnValue, ExtendedKeyUsagePurpose, GeneralSubtree, IsCa, Issuer, KeyIdMethod, KeyPair,
     KeyUsagePurpose, NameConstraints, RevocationReason, RevokedCertParams, SerialNumber,
 };
-use shared::validate::{validate_chain, Purpose, ValidationOptions};
 use time::macros::datetime;
 use time::{Duration, OffsetDateTime};
 
@@ -169,7 +169,7 @@ fn build() -> FixedChain {
     let intermediates = [chain.cross_b.clone()];
     validate_chain(&chain.leaf, &chain.options(&intermediates, &crls))
         .expect("the fixed chain validates");
-    shared::csr::verify_csr(&chain.csr, &chain.subject_b).expect("the fixed CSR verifies");
+    peerlink_ca::csr::verify_csr(&chain.csr, &chain.subject_b).expect("the fixed CSR verifies");
     chain
 }
 

@@ -1,0 +1,459 @@
+//! The certificate profiles of design.md: root CA, peer cross-certificate,
+//! server certificate, and the CRL.
+//!
+//! Every issued certificate is parsed back and checked against what was meant
+//! (subject bytes, key, issuer) before it leaves this module: a cross-cert
+//! whose subject differs from the partner's by one byte would silently break
+//! their chains, so that is an error here, not a surprise in production.
+
+use ::time::{Duration, OffsetDateTime};
+use rand_core::{OsRng, RngCore};
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, ExtendedKeyUsagePurpose,
+    GeneralSubtree, IsCa, Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, NameConstraints,
+    RevocationReason, RevokedCertParams, SerialNumber,
+};
+use x509_parser::prelude::*;
+
+use peerlink_cadb::{Issued, Reason, RevokedEntry};
+use peerlink_pki::identity::{rcgen_name, NodeIdentity, NodeName};
+use peerlink_pki::keys::{KeyType, PrivateKey};
+
+/// Certificates start this long before "now" to tolerate clock skew between hosts.
+pub const BACKDATE: Duration = Duration::minutes(5);
+
+/// Why a certificate or CRL could not be issued.
+#[derive(Debug, thiserror::Error)]
+pub enum IssueError {
+    /// rcgen refused the parameters.
+    #[error("cannot build certificate: {0}")]
+    Build(String),
+    /// The result does not match what was intended (e.g. subject not byte-identical).
+    #[error("issued certificate does not match the intended profile: {0}")]
+    Mismatch(String),
+    /// The key does not belong to the CA certificate.
+    #[error(
+        "the private key does not match the root certificate {0}; is this the right CA directory?"
+    )]
+    KeyMismatch(String),
+    /// A name problem.
+    #[error(transparent)]
+    Identity(#[from] peerlink_pki::identity::IdentityError),
+    /// A key problem.
+    #[error(transparent)]
+    Key(#[from] peerlink_pki::keys::KeyError),
+    /// Bad validity request.
+    #[error("invalid validity: {0}")]
+    Validity(String),
+    /// The PKCS#11 token failed to sign.
+    #[cfg(feature = "pkcs11")]
+    #[error(transparent)]
+    Token(#[from] crate::hsm::HsmError),
+}
+
+fn build_err(e: rcgen::Error) -> IssueError {
+    IssueError::Build(e.to_string())
+}
+
+/// The root key a [`RootSigner`] signs with: decrypted from the key file, or on a
+/// PKCS#11 token.
+#[derive(Debug)]
+pub enum RootKey {
+    /// A key held in memory (decrypted from `private/root-ca.key`).
+    File(KeyPair),
+    /// A key that never leaves its PKCS#11 token.
+    #[cfg(feature = "pkcs11")]
+    Token(crate::hsm::TokenKey),
+}
+
+impl RootKey {
+    /// Turns an rcgen error into ours; a token's failure carries its own reason.
+    fn error(&self, e: rcgen::Error) -> IssueError {
+        match self {
+            #[cfg(feature = "pkcs11")]
+            RootKey::Token(key) => token_error(key, e),
+            RootKey::File(_) => build_err(e),
+        }
+    }
+}
+
+impl rcgen::PublicKeyData for RootKey {
+    fn der_bytes(&self) -> &[u8] {
+        match self {
+            RootKey::File(k) => k.der_bytes(),
+            #[cfg(feature = "pkcs11")]
+            RootKey::Token(k) => k.der_bytes(),
+        }
+    }
+
+    fn algorithm(&self) -> &'static rcgen::SignatureAlgorithm {
+        match self {
+            RootKey::File(k) => k.algorithm(),
+            #[cfg(feature = "pkcs11")]
+            RootKey::Token(k) => k.algorithm(),
+        }
+    }
+}
+
+impl rcgen::SigningKey for RootKey {
+    fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, rcgen::Error> {
+        match self {
+            RootKey::File(k) => k.sign(msg),
+            #[cfg(feature = "pkcs11")]
+            RootKey::Token(k) => k.sign(msg),
+        }
+    }
+}
+
+/// A fresh random positive serial of 128 bits (at least 64 bits of entropy, RFC 5280 compliant).
+pub fn random_serial() -> SerialNumber {
+    let mut bytes = [0u8; 16];
+    OsRng.fill_bytes(&mut bytes);
+    bytes[0] &= 0x7f; // positive
+    bytes[0] |= 0x40; // no leading zero byte to strip: always exactly 16 bytes
+    SerialNumber::from_slice(&bytes)
+}
+
+/// Validity window starting now (minus [`BACKDATE`]) for `days`.
+pub fn validity_days(days: u32) -> Result<(OffsetDateTime, OffsetDateTime), IssueError> {
+    if days == 0 || days > 365 * 100 {
+        return Err(IssueError::Validity(format!(
+            "--days {days} must be between 1 and 36500"
+        )));
+    }
+    let now = OffsetDateTime::now_utc();
+    let now = now - Duration::nanoseconds(now.nanosecond() as i64);
+    Ok((now - BACKDATE, now + Duration::days(days as i64)))
+}
+
+/// Creates the self-signed root CA certificate (pathlen 1, keyCertSign + cRLSign, SKI).
+pub fn issue_root(key: &PrivateKey, name: &NodeName, days: u32) -> Result<Vec<u8>, IssueError> {
+    let signing = key.signing_key()?;
+    issue_root_with(&signing, name, days, build_err)
+}
+
+/// Creates the self-signed root CA certificate with a key on a PKCS#11 token, and
+/// checks the token's self-signature.
+#[cfg(feature = "pkcs11")]
+pub fn issue_root_on_token(
+    key: &crate::hsm::TokenKey,
+    name: &NodeName,
+    days: u32,
+) -> Result<Vec<u8>, IssueError> {
+    let der = issue_root_with(key, name, days, |e| token_error(key, e))?;
+    check_self_signature(&der)?;
+    Ok(der)
+}
+
+/// Turns an rcgen error into ours; a token's failure carries its own reason.
+#[cfg(feature = "pkcs11")]
+fn token_error(key: &crate::hsm::TokenKey, e: rcgen::Error) -> IssueError {
+    match (&e, key.take_error()) {
+        (rcgen::Error::RemoteKeyError, Some(token_error)) => IssueError::Token(token_error),
+        _ => build_err(e),
+    }
+}
+
+/// Verifies the signature of a self-signed certificate with its own key.
+#[cfg(feature = "pkcs11")]
+fn check_self_signature(der: &[u8]) -> Result<(), IssueError> {
+    let (_, cert) =
+        X509Certificate::from_der(der).map_err(|e| IssueError::Mismatch(e.to_string()))?;
+    use peerlink_pki::signature::{verify_signed, SignatureError};
+    verify_signed(
+        cert.public_key().raw,
+        &cert.signature_algorithm,
+        cert.tbs_certificate.as_ref(),
+        &cert.signature_value.data,
+    )
+    .map_err(|e| match e {
+        SignatureError::MalformedKey(_) => IssueError::Mismatch(e.to_string()),
+        e => IssueError::Mismatch(format!("root self-signature: {e}")),
+    })
+}
+
+fn issue_root_with<K: rcgen::SigningKey>(
+    key: &K,
+    name: &NodeName,
+    days: u32,
+    error: impl Fn(rcgen::Error) -> IssueError,
+) -> Result<Vec<u8>, IssueError> {
+    let (not_before, not_after) = validity_days(days)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = name.to_rcgen()?;
+    params.not_before = not_before;
+    params.not_after = not_after;
+    params.serial_number = Some(random_serial());
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    params.key_identifier_method = KeyIdMethod::Sha256;
+    let cert = params.self_signed(key).map_err(error)?;
+    Ok(cert.der().to_vec())
+}
+
+/// The node's root CA, ready to sign: certificate plus its key (decrypted, or on a token).
+pub struct RootSigner {
+    cert_der: Vec<u8>,
+    identity: NodeIdentity,
+    issuer: Issuer<'static, RootKey>,
+    key_type: KeyType,
+}
+
+impl RootSigner {
+    /// Pairs the root certificate with its key, checking that they belong together.
+    pub fn new(cert_der: Vec<u8>, key: &PrivateKey) -> Result<RootSigner, IssueError> {
+        let identity = NodeIdentity::from_root_der(&cert_der)?;
+        let signing = key.signing_key()?;
+        if key.public_key_der()? != identity.spki_der {
+            return Err(IssueError::KeyMismatch(identity.subject));
+        }
+        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), RootKey::File(signing))
+            .map_err(build_err)?;
+        Ok(RootSigner {
+            cert_der,
+            identity,
+            issuer,
+            key_type: key.key_type(),
+        })
+    }
+
+    /// Pairs the root certificate with its key on a PKCS#11 token, checking that
+    /// they belong together.
+    #[cfg(feature = "pkcs11")]
+    pub fn with_token_key(
+        cert_der: Vec<u8>,
+        key: crate::hsm::TokenKey,
+    ) -> Result<RootSigner, IssueError> {
+        let identity = NodeIdentity::from_root_der(&cert_der)?;
+        if key.spki_der() != identity.spki_der.as_slice() {
+            return Err(IssueError::KeyMismatch(identity.subject));
+        }
+        let key_type = key.key_type();
+        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), RootKey::Token(key))
+            .map_err(build_err)?;
+        Ok(RootSigner {
+            cert_der,
+            identity,
+            issuer,
+            key_type,
+        })
+    }
+
+    /// Whether the key is on a PKCS#11 token.
+    pub fn is_token_key(&self) -> bool {
+        match self.issuer.key() {
+            RootKey::File(_) => false,
+            #[cfg(feature = "pkcs11")]
+            RootKey::Token(_) => true,
+        }
+    }
+
+    fn err(&self, e: rcgen::Error) -> IssueError {
+        self.issuer.key().error(e)
+    }
+
+    /// The root's identity.
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
+    }
+
+    /// The root certificate DER.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
+    }
+
+    /// Signs arbitrary bytes with the root key (bundle node info).
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, IssueError> {
+        use rcgen::SigningKey;
+        self.issuer.key().sign(message).map_err(|e| self.err(e))
+    }
+
+    /// The root key's type, which determines the bundle signature algorithm.
+    pub fn key_type(&self) -> KeyType {
+        self.key_type
+    }
+
+    /// Caps a validity end at the root's own expiry, returning whether it was capped.
+    fn cap(&self, not_after: OffsetDateTime) -> (OffsetDateTime, bool) {
+        if not_after > self.identity.not_after {
+            (self.identity.not_after, true)
+        } else {
+            (not_after, false)
+        }
+    }
+
+    /// Issues the peer cross-certificate: the partner's root subject (byte-identical)
+    /// and key, pathlen 0, critical permitted directoryName = the partner's DN.
+    pub fn issue_cross_cert(
+        &self,
+        partner: &NodeIdentity,
+        days: u32,
+    ) -> Result<Issued, IssueError> {
+        let (not_before, not_after) = validity_days(days)?;
+        let (mut not_after, mut capped) = self.cap(not_after);
+        if not_after > partner.not_after {
+            not_after = partner.not_after;
+            capped = true;
+        }
+        let (_, subject) = X509Name::from_der(&partner.subject_der)
+            .map_err(|e| IssueError::Mismatch(format!("partner subject: {e}")))?;
+        let dn = rcgen_name(&subject)?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn.clone();
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.serial_number = Some(random_serial());
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        params.name_constraints = Some(NameConstraints {
+            permitted_subtrees: vec![GeneralSubtree::DirectoryName(dn)],
+            excluded_subtrees: vec![],
+        });
+        params.key_identifier_method = match &partner.ski {
+            Some(ski) => KeyIdMethod::PreSpecified(ski.clone()),
+            None => KeyIdMethod::Sha256,
+        };
+        params.use_authority_key_identifier_extension = true;
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(&partner.spki_der)
+            .map_err(|e| IssueError::Build(format!("partner key: {e}")))?;
+        let cert = params
+            .signed_by(&public_key, &self.issuer)
+            .map_err(|e| self.err(e))?;
+        let der = cert.der().to_vec();
+        self.check_issued(&der, &partner.subject_der, &partner.spki_der)?;
+        issued(der, capped)
+    }
+
+    /// Issues a server certificate for a verified CSR: our DN (plus the CSR's CN if any),
+    /// not a CA, digitalSignature (+keyEncipherment for RSA), EKU serverAuth + clientAuth.
+    pub fn issue_server_cert(
+        &self,
+        csr: &crate::csr::VerifiedCsr,
+        days: u32,
+    ) -> Result<Issued, IssueError> {
+        let (not_before, not_after) = validity_days(days)?;
+        let (not_after, capped) = self.cap(not_after);
+        let (_, our_subject) = X509Name::from_der(&self.identity.subject_der)
+            .map_err(|e| IssueError::Mismatch(format!("root subject: {e}")))?;
+        let mut dn = rcgen_name(&our_subject)?;
+        if let Some(cn) = &csr.common_name {
+            dn.push(rcgen::DnType::CommonName, cn.as_str());
+        }
+        let mut params = CertificateParams::default();
+        params.distinguished_name = dn;
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.serial_number = Some(random_serial());
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if matches!(
+            csr.key_type,
+            KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096
+        ) {
+            params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+        }
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.key_identifier_method = KeyIdMethod::Sha256;
+        params.use_authority_key_identifier_extension = true;
+        let public_key = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der)
+            .map_err(|e| IssueError::Build(format!("CSR key: {e}")))?;
+        let cert = params
+            .signed_by(&public_key, &self.issuer)
+            .map_err(|e| self.err(e))?;
+        let der = cert.der().to_vec();
+        let (_, parsed) =
+            X509Certificate::from_der(&der).map_err(|e| IssueError::Mismatch(e.to_string()))?;
+        if parsed.issuer().as_raw() != self.identity.subject_der.as_slice() {
+            return Err(IssueError::Mismatch(
+                "issuer is not byte-identical to the root subject".into(),
+            ));
+        }
+        if parsed.public_key().raw != csr.spki_der.as_slice() {
+            return Err(IssueError::Mismatch(
+                "public key differs from the CSR's".into(),
+            ));
+        }
+        issued(der, capped)
+    }
+
+    /// Signs an X.509 v2 CRL with CRL number and AKI, valid for `days`.
+    pub fn issue_crl(
+        &self,
+        crl_number: u64,
+        revoked: &[RevokedEntry],
+        days: u32,
+    ) -> Result<Vec<u8>, IssueError> {
+        let (this_update, next_update) = validity_days(days)?;
+        let revoked_certs = revoked
+            .iter()
+            .map(|r| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&r.serial),
+                revocation_time: r.revoked_at,
+                reason_code: r.reason.map(rcgen_reason),
+                invalidity_date: None,
+            })
+            .collect();
+        let params = CertificateRevocationListParams {
+            this_update,
+            next_update,
+            crl_number: SerialNumber::from_slice(&crl_number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: match &self.identity.ski {
+                Some(ski) => KeyIdMethod::PreSpecified(ski.clone()),
+                None => KeyIdMethod::Sha256,
+            },
+        };
+        let crl = params.signed_by(&self.issuer).map_err(|e| self.err(e))?;
+        Ok(crl.der().to_vec())
+    }
+
+    fn check_issued(
+        &self,
+        der: &[u8],
+        subject_der: &[u8],
+        spki_der: &[u8],
+    ) -> Result<(), IssueError> {
+        let (_, parsed) =
+            X509Certificate::from_der(der).map_err(|e| IssueError::Mismatch(e.to_string()))?;
+        if parsed.subject().as_raw() != subject_der {
+            return Err(IssueError::Mismatch(
+                "the partner's subject cannot be reproduced byte for byte (unusual string types?)"
+                    .into(),
+            ));
+        }
+        if parsed.public_key().raw != spki_der {
+            return Err(IssueError::Mismatch(
+                "the partner's public key cannot be reproduced byte for byte".into(),
+            ));
+        }
+        if parsed.issuer().as_raw() != self.identity.subject_der.as_slice() {
+            return Err(IssueError::Mismatch(
+                "issuer is not byte-identical to the root subject".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Describes a certificate just issued, for the database and the operator.
+fn issued(der: Vec<u8>, capped: bool) -> Result<Issued, IssueError> {
+    let issued = Issued::from_der(der).map_err(|e| IssueError::Mismatch(e.0))?;
+    Ok(Issued { capped, ..issued })
+}
+
+/// rcgen's form of a revocation reason.
+fn rcgen_reason(reason: Reason) -> RevocationReason {
+    match reason {
+        Reason::Unspecified => RevocationReason::Unspecified,
+        Reason::KeyCompromise => RevocationReason::KeyCompromise,
+        Reason::CaCompromise => RevocationReason::CaCompromise,
+        Reason::AffiliationChanged => RevocationReason::AffiliationChanged,
+        Reason::Superseded => RevocationReason::Superseded,
+        Reason::CessationOfOperation => RevocationReason::CessationOfOperation,
+        Reason::PrivilegeWithdrawn => RevocationReason::PrivilegeWithdrawn,
+    }
+}

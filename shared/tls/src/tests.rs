@@ -1,0 +1,267 @@
+//! In-process handshakes over `tokio::io::duplex` with certificates made by
+//! the real profiles: the API other programs use, accepted and refused.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::*;
+use peerlink_ca::profiles::{issue_root, RootSigner};
+use peerlink_pki::identity::{NodeIdentity, NodeName};
+use peerlink_pki::keys::{KeyType, PrivateKey};
+
+struct Node {
+    signer: RootSigner,
+    root_der: Vec<u8>,
+    gw_cert: Vec<u8>,
+    gw_key: PrivateKey,
+}
+
+fn node(unit: &str) -> Node {
+    let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+    let id = peerlink_pki::identity::node_id_from_spki(&key.public_key_der().unwrap());
+    let root_der = issue_root(&key, &NodeName::new("Net", unit, &id).unwrap(), 365).unwrap();
+    let signer = RootSigner::new(root_der.clone(), &key).unwrap();
+    let gw_key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+    let (_, subject) =
+        x509_parser::x509::X509Name::from_der(&signer.identity().subject_der).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = peerlink_pki::identity::rcgen_name(&subject).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "gw1");
+    let csr = params
+        .serialize_request(&gw_key.signing_key().unwrap())
+        .unwrap();
+    let verified = peerlink_ca::csr::verify_csr(csr.der(), &signer.identity().subject_der).unwrap();
+    let gw_cert = signer.issue_server_cert(&verified, 100).unwrap().der;
+    Node {
+        signer,
+        root_der,
+        gw_cert,
+        gw_key,
+    }
+}
+
+/// `me`'s trust, with `partner` cross-signed both ways and `status`.
+fn trust(me: &Node, partner: &Node, status: PeerStatus) -> Arc<NodeTrust> {
+    let partner_id = NodeIdentity::from_root_der(&partner.root_der).unwrap();
+    let issued_to_us = partner
+        .signer
+        .issue_cross_cert(me.signer.identity(), 100)
+        .unwrap()
+        .der;
+    let mut peers = BTreeMap::new();
+    peers.insert(
+        partner_id.node_id.clone(),
+        PeerTrust {
+            node_id: partner_id.node_id.clone(),
+            subject: partner_id.subject.clone(),
+            subject_der: partner_id.subject_der.clone(),
+            root_der: partner.root_der.clone(),
+            issued_to_us_der: Some(issued_to_us),
+            endpoints: vec![],
+            status,
+            crl_der: None,
+            issued_to_us_not_after: None,
+        },
+    );
+    Arc::new(NodeTrust {
+        node_dir: ".".into(),
+        root_der: me.root_der.clone(),
+        identity: me.signer.identity().clone(),
+        crl_der: None,
+        peers,
+    })
+}
+
+fn tls(me: &Node, trust: Arc<NodeTrust>) -> PeerTls {
+    let identity = ServerIdentity {
+        cert_der: me.gw_cert.clone(),
+        key: PrivateKey::from_pkcs8_der(me.gw_key.pkcs8_der(), "gw").unwrap(),
+        not_after: ::time::OffsetDateTime::now_utc(),
+    };
+    PeerTls::new(trust, Arc::new(identity)).unwrap()
+}
+
+async fn handshake(
+    server: &PeerTls,
+    client: &PeerTls,
+    dial: &str,
+) -> (Result<String, HandshakeError>, Result<(), HandshakeError>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    let accept = async {
+        let (mut s, id) = server.accept(a).await?;
+        // TLS 1.3 clients learn of a refusal only on their first read: exchange a byte.
+        s.write_all(b"x").await?;
+        let mut buf = [0u8; 1];
+        s.read_exact(&mut buf).await?;
+        Ok(id)
+    };
+    let connect = async {
+        let mut c = client.connect(b, dial).await?;
+        c.write_all(b"y").await?;
+        let mut buf = [0u8; 1];
+        c.read_exact(&mut buf).await?;
+        Ok(())
+    };
+    tokio::join!(accept, connect)
+}
+
+#[tokio::test]
+async fn partners_authenticate_each_other() {
+    let (a, b) = (node("a"), node("b"));
+    let a_tls = tls(&a, trust(&a, &b, PeerStatus::Active));
+    let b_tls = tls(&b, trust(&b, &a, PeerStatus::Active));
+    let (accepted, connected) = handshake(&a_tls, &b_tls, &a.signer.identity().node_id).await;
+    assert_eq!(accepted.unwrap(), b.signer.identity().node_id);
+    connected.unwrap();
+    let conn = a_tls.server_config();
+    assert!(conn.alpn_protocols.contains(&ALPN.to_vec()));
+}
+
+#[tokio::test]
+async fn repeated_dials_reuse_one_client_configuration() {
+    let (a, b) = (node("a"), node("b"));
+    let a_id = a.signer.identity().node_id.clone();
+    let a_tls = tls(&a, trust(&a, &b, PeerStatus::Active));
+    let b_tls = tls(&b, trust(&b, &a, PeerStatus::Active));
+    let first = b_tls.client_config(&a_id).unwrap();
+    // Clones of a PeerTls share the cache; a second handshake still authenticates.
+    let clone = b_tls.clone();
+    assert!(Arc::ptr_eq(&first, &clone.client_config(&a_id).unwrap()));
+    for _ in 0..2 {
+        let (accepted, connected) = handshake(&a_tls, &clone, &a_id).await;
+        assert_eq!(accepted.unwrap(), b.signer.identity().node_id);
+        connected.unwrap();
+    }
+    // A new trust snapshot (a reload) builds its own; an inactive partner is
+    // refused before any cached configuration could be used.
+    let reloaded = tls(&b, trust(&b, &a, PeerStatus::Active));
+    assert!(!Arc::ptr_eq(
+        &first,
+        &reloaded.client_config(&a_id).unwrap()
+    ));
+    let deactivated = tls(&b, trust(&b, &a, PeerStatus::Inactive));
+    assert!(matches!(
+        deactivated.client_config(&a_id),
+        Err(HandshakeError::NotDialable(..))
+    ));
+}
+
+#[tokio::test]
+async fn inactive_partner_is_refused_with_its_reason() {
+    let (a, b) = (node("a"), node("b"));
+    let a_tls = tls(&a, trust(&a, &b, PeerStatus::Inactive));
+    let b_tls = tls(&b, trust(&b, &a, PeerStatus::Active));
+    let (accepted, connected) = handshake(&a_tls, &b_tls, &a.signer.identity().node_id).await;
+    match accepted {
+        Err(HandshakeError::Refused(r)) => {
+            assert_eq!(r.reason, "peer_inactive");
+            assert_eq!(
+                r.peer.as_deref(),
+                Some(b.signer.identity().node_id.as_str())
+            );
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(connected.is_err());
+}
+
+#[tokio::test]
+async fn a_partner_missing_from_the_registry_is_refused() {
+    let (a, b, c) = (node("a"), node("b"), node("c"));
+    // A's root did sign C's root (the fixture issues it), but C is not in A's peer list.
+    let a_tls = tls(&a, trust(&a, &b, PeerStatus::Active));
+    let c_tls = tls(&c, trust(&c, &a, PeerStatus::Active));
+    let (accepted, _) = handshake(&a_tls, &c_tls, &a.signer.identity().node_id).await;
+    match accepted {
+        Err(HandshakeError::Refused(r)) => assert_eq!(r.reason, "unknown_peer", "{r}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn dialing_checks_the_partner_name() {
+    let (a, b, c) = (node("a"), node("b"), node("c"));
+    // B believes it dials A, but the server is C: C's leaf does not chain to A's pinned root.
+    let c_tls = tls(&c, trust(&c, &b, PeerStatus::Active));
+    let b_tls = tls(&b, trust(&b, &a, PeerStatus::Active));
+    let (_, connected) = handshake(&c_tls, &b_tls, &a.signer.identity().node_id).await;
+    match connected {
+        Err(HandshakeError::Refused(r)) => assert_eq!(r.reason, "unknown_issuer", "{r}"),
+        other => panic!("expected our refusal of the server, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn no_dial_without_a_cross_certificate() {
+    let (a, b) = (node("a"), node("b"));
+    let mut t = (*trust(&b, &a, PeerStatus::Active)).clone();
+    for p in t.peers.values_mut() {
+        p.issued_to_us_der = None;
+    }
+    let b_tls = tls(&b, Arc::new(t));
+    let err = b_tls
+        .client_config(&a.signer.identity().node_id)
+        .unwrap_err();
+    assert_eq!(err.reason(), "not_dialable");
+}
+
+#[test]
+fn overlong_presented_chains_are_refused_before_validation() {
+    let (a, b) = (node("a"), node("b"));
+    let trust = trust(&a, &b, PeerStatus::Active);
+    let junk = vec![b.root_der.clone(); MAX_PRESENTED_INTERMEDIATES + 1];
+    let now = ::time::OffsetDateTime::now_utc();
+    let err = identify_client(&trust, &b.gw_cert, &junk, now).unwrap_err();
+    assert_eq!(err.reason, "chain_too_long");
+    let err =
+        verify_server(&trust, &b.signer.identity().node_id, &b.gw_cert, &junk, now).unwrap_err();
+    assert_eq!(err.reason, "chain_too_long");
+}
+
+#[test]
+fn a_stale_partner_crl_still_revokes_but_does_not_lock_the_partner_out() {
+    let (a, b) = (node("a"), node("b"));
+    let later = ::time::OffsetDateTime::now_utc() + ::time::Duration::days(40);
+    // b's CRL (valid 1 day) is 39 days stale at `later`; it revokes nothing.
+    let mut t = (*trust(&a, &b, PeerStatus::Active)).clone();
+    // a must also have cross-signed b for the inbound chain.
+    let cross = a
+        .signer
+        .issue_cross_cert(b.signer.identity(), 100)
+        .unwrap()
+        .der;
+    let clean = b.signer.issue_crl(1, &[], 1).unwrap();
+    for p in t.peers.values_mut() {
+        p.crl_der = Some(clean.clone());
+    }
+    let trust_clean = Arc::new(t.clone());
+    identify_client(
+        &trust_clean,
+        &b.gw_cert,
+        std::slice::from_ref(&cross),
+        later,
+    )
+    .expect("a stale partner CRL must not refuse the partner");
+    // The same, but the stale CRL lists b's gateway certificate: still revoked.
+    let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&b.gw_cert).unwrap();
+    let revoking = b
+        .signer
+        .issue_crl(
+            2,
+            &[peerlink_cadb::RevokedEntry {
+                serial: leaf.raw_serial().to_vec(),
+                revoked_at: ::time::OffsetDateTime::now_utc(),
+                reason: None,
+            }],
+            1,
+        )
+        .unwrap();
+    for p in t.peers.values_mut() {
+        p.crl_der = Some(revoking.clone());
+    }
+    let err = identify_client(&Arc::new(t), &b.gw_cert, &[cross], later).unwrap_err();
+    assert_eq!(err.reason, "revoked", "{err}");
+}
