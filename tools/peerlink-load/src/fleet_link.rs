@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use hyper::Method;
 use peer_gateway::frame::{self, Frame, FrameCodec, GoodbyeCode};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpSocket};
@@ -276,7 +278,7 @@ async fn link_all(
 
 /// Partners the gateway's status shows connected.
 async fn connected_count(admin: &mut Http) -> Result<usize> {
-    let s = admin.json("GET", "/v1/status", None).await?;
+    let s = admin.json(Method::GET, "/v1/status", None).await?;
     Ok(s["peers"]
         .as_array()
         .map(|a| a.iter().filter(|p| p["state"] == "connected").count())
@@ -287,20 +289,15 @@ async fn connected_count(admin: &mut Http) -> Result<usize> {
 async fn timed_gets(admin: SocketAddr, paths: &[&str], samples: usize) -> Result<Vec<Vec<f64>>> {
     let mut out = vec![Vec::with_capacity(samples); paths.len()];
     let mut http = Http::new(admin);
-    http.request("GET", "/healthz", None, b"").await?; // connect outside the clock
+    http.request(Method::GET, "/healthz", None, Bytes::new())
+        .await?; // connect outside the clock
     for _ in 0..samples {
         for (k, path) in paths.iter().enumerate() {
             let t = Instant::now();
-            let (status, body) = http.request("GET", path, None, b"").await?;
+            let (status, body) = http.request(Method::GET, path, None, Bytes::new()).await?;
             out[k].push(t.elapsed().as_secs_f64() * 1e3);
             if status != 200 {
-                return Err(HttpError::Status {
-                    method: "GET".into(),
-                    path: path.to_string(),
-                    status,
-                    body: String::from_utf8_lossy(&body).into_owned(),
-                }
-                .into());
+                return Err(HttpError::status(Method::GET, path, status, &body).into());
             }
         }
     }

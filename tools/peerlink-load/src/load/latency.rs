@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use hyper::Method;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -112,7 +113,12 @@ async fn latency_phase(
                     continue;
                 }
                 match http
-                    .request("POST", &path, Some("application/octet-stream"), &body)
+                    .request(
+                        Method::POST,
+                        &path,
+                        Some("application/octet-stream"),
+                        body.into(),
+                    )
                     .await
                 {
                     Ok((202, _)) => {}
@@ -137,7 +143,7 @@ async fn latency_phase(
             && Instant::now() < deadline
         {
             let v = http
-                .json("GET", "/v1/inbox?limit=1000&wait=1", None)
+                .json(Method::GET, "/v1/inbox?limit=1000&wait=1", None)
                 .await?;
             let arrived = now_ns(epoch);
             let msgs = messages(&v);

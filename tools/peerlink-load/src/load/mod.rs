@@ -7,6 +7,8 @@ pub mod throughput;
 
 use std::net::SocketAddr;
 
+use bytes::Bytes;
+use hyper::Method;
 use serde_json::{json, Value};
 
 use crate::error::{Error, Result};
@@ -32,7 +34,9 @@ pub struct Pair {
 
 /// The Prometheus text of an admin API's /metrics.
 async fn metrics(admin: &mut Http) -> Result<String> {
-    let (status, body) = admin.request("GET", "/metrics", None, b"").await?;
+    let (status, body) = admin
+        .request(Method::GET, "/metrics", None, Bytes::new())
+        .await?;
     if status != 200 {
         return Err(Error::MetricsStatus(status));
     }
@@ -75,7 +79,7 @@ async fn ack(http: &mut Http, msgs: &[Value]) -> Result<()> {
         .iter()
         .map(|m| json!({"from": m["from"], "id": m["id"]}))
         .collect();
-    http.json("POST", "/v1/inbox/ack", Some(&json!({ "ids": ids })))
+    http.json(Method::POST, "/v1/inbox/ack", Some(&json!({ "ids": ids })))
         .await?;
     Ok(())
 }
@@ -88,7 +92,7 @@ async fn drain(api: SocketAddr, page: usize) -> Result<usize> {
     loop {
         let msgs = messages(
             &http
-                .json("GET", &format!("/v1/inbox?limit={page}"), None)
+                .json(Method::GET, &format!("/v1/inbox?limit={page}"), None)
                 .await?,
         );
         if msgs.is_empty() {

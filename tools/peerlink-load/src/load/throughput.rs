@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use hyper::Method;
 use serde_json::{json, Value};
 
 use super::{commits, drain, received_total, Pair};
@@ -64,15 +65,11 @@ async fn submit_all(
                 let Some((body, ct, n)) = next else {
                     return Ok::<usize, Error>(accepted);
                 };
-                let (status, resp) = http.request("POST", &path, Some(ct), &body).await?;
+                let (status, resp) = http
+                    .request(Method::POST, &path, Some(ct), body.into())
+                    .await?;
                 if status != 202 {
-                    return Err(HttpError::Status {
-                        method: "POST".into(),
-                        path,
-                        status,
-                        body: String::from_utf8_lossy(&resp).into_owned(),
-                    }
-                    .into());
+                    return Err(HttpError::status(Method::POST, &path, status, &resp).into());
                 }
                 accepted += n;
             }
