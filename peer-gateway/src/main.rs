@@ -177,8 +177,12 @@ fn main() -> ExitCode {
                 cn,
             } => keygen::run(&node_dir, &out_key, &out_csr, cn.as_deref()),
             Command::Run { config } => server::run(&config).await.map_err(|e| e.to_string()),
-            Command::Status { admin, json } => client::status(&admin, json).await,
-            Command::Ping { peer_id, admin } => client::ping(&admin, &peer_id).await,
+            Command::Status { admin, json } => client::status(&admin, json)
+                .await
+                .map_err(|e| e.to_string()),
+            Command::Ping { peer_id, admin } => client::ping(&admin, &peer_id)
+                .await
+                .map_err(|e| e.to_string()),
             Command::Send {
                 peer,
                 content_type,
@@ -186,17 +190,16 @@ fn main() -> ExitCode {
                 api,
                 token_file,
                 file,
-            } => {
-                client::send(
-                    &api,
-                    token_file.as_deref(),
-                    &peer,
-                    &content_type,
-                    message_id.as_deref(),
-                    file.as_deref(),
-                )
-                .await
-            }
+            } => client::send(
+                &api,
+                token_file.as_deref(),
+                &peer,
+                &content_type,
+                message_id.as_deref(),
+                file.as_deref(),
+            )
+            .await
+            .map_err(|e| e.to_string()),
             Command::Completions { .. } => Ok(()),
             Command::Recv {
                 wait,
@@ -205,7 +208,9 @@ fn main() -> ExitCode {
                 json,
                 api,
                 token_file,
-            } => client::recv(&api, token_file.as_deref(), wait, limit, ack, json).await,
+            } => client::recv(&api, token_file.as_deref(), wait, limit, ack, json)
+                .await
+                .map_err(|e| e.to_string()),
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(2));
