@@ -18,6 +18,43 @@ pub struct CrlStore {
     dir: PathBuf,
 }
 
+/// Why a partner's CRL was refused (it is ignored, logged with this reason;
+/// the link stays up).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CrlError {
+    /// Not a DER CertificateList.
+    #[error("malformed CRL: {0}")]
+    Malformed(String),
+    /// Bytes after the CertificateList.
+    #[error("trailing bytes after the CRL")]
+    TrailingBytes,
+    /// The partner's pinned root does not parse.
+    #[error("partner root: {0}")]
+    PartnerRoot(String),
+    /// The CRL names another issuer.
+    #[error("the CRL is not issued by the partner's root")]
+    WrongIssuer,
+    /// The partner root's key is unusable.
+    #[error(transparent)]
+    Key(peerlink_pki::signature::SignatureError),
+    /// The signature does not verify.
+    #[error("the CRL signature does not verify with the partner's pinned root ({0})")]
+    Signature(peerlink_pki::signature::SignatureError),
+    /// Stale.
+    #[error("the CRL is past its nextUpdate")]
+    Expired,
+    /// No CRL number: a newer one could not be told from an older one.
+    #[error("the CRL has no CRL number")]
+    NoNumber,
+    /// A CRL number beyond 64 bits.
+    #[error("CRL number too large")]
+    NumberTooLarge,
+    /// It could not be kept.
+    #[error(transparent)]
+    Write(#[from] fsutil::FsError),
+}
+
 /// What happened to an offered CRL.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CrlOutcome {
@@ -57,7 +94,7 @@ impl CrlStore {
     }
 
     /// Checks a CRL offered by `peer` and stores it when it is newer.
-    pub fn offer(&self, peer: &PeerTrust, der: &[u8]) -> Result<CrlOutcome, String> {
+    pub fn offer(&self, peer: &PeerTrust, der: &[u8]) -> Result<CrlOutcome, CrlError> {
         let number = check_crl(peer, der)?;
         if let Some(current) = &peer.crl_der {
             if let Ok(current_number) = check_crl(peer, current) {
@@ -67,22 +104,22 @@ impl CrlStore {
             }
         }
         let path = self.dir.join(format!("{}.crl", peer.node_id));
-        fsutil::write_atomic(&path, der, fsutil::PUBLIC_FILE_MODE).map_err(|e| e.to_string())?;
+        fsutil::write_atomic(&path, der, fsutil::PUBLIC_FILE_MODE)?;
         Ok(CrlOutcome::Stored(number))
     }
 }
 
 /// Verifies that `der` is a current CRL issued and signed by the partner's root; returns its number.
-pub fn check_crl(peer: &PeerTrust, der: &[u8]) -> Result<u64, String> {
+pub fn check_crl(peer: &PeerTrust, der: &[u8]) -> Result<u64, CrlError> {
     let (rest, crl) =
-        CertificateRevocationList::from_der(der).map_err(|e| format!("malformed CRL: {e}"))?;
+        CertificateRevocationList::from_der(der).map_err(|e| CrlError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
-        return Err("trailing bytes after the CRL".into());
+        return Err(CrlError::TrailingBytes);
     }
-    let (_, root) =
-        X509Certificate::from_der(&peer.root_der).map_err(|e| format!("partner root: {e}"))?;
+    let (_, root) = X509Certificate::from_der(&peer.root_der)
+        .map_err(|e| CrlError::PartnerRoot(e.to_string()))?;
     if !peerlink_pki::validate::names::dn_equal(crl.issuer(), root.subject()) {
-        return Err("the CRL is not issued by the partner's root".into());
+        return Err(CrlError::WrongIssuer);
     }
     use peerlink_pki::signature::{verify_signed, SignatureError};
     verify_signed(
@@ -92,23 +129,20 @@ pub fn check_crl(peer: &PeerTrust, der: &[u8]) -> Result<u64, String> {
         &crl.signature_value.data,
     )
     .map_err(|e| match e {
-        SignatureError::MalformedKey(_) => e.to_string(),
-        e => format!("the CRL signature does not verify with the partner's pinned root ({e})"),
+        SignatureError::MalformedKey(_) => CrlError::Key(e),
+        e => CrlError::Signature(e),
     })?;
     let now = ::time::OffsetDateTime::now_utc();
     if let Some(next) = crl.next_update() {
         if next.to_datetime() < now {
-            return Err("the CRL is past its nextUpdate".into());
+            return Err(CrlError::Expired);
         }
     }
-    let number = crl
-        .crl_number()
-        .ok_or("the CRL has no CRL number")?
-        .to_u64_digits();
+    let number = crl.crl_number().ok_or(CrlError::NoNumber)?.to_u64_digits();
     match number.as_slice() {
         [] => Ok(0),
         [n] => Ok(*n),
-        _ => Err("CRL number too large".into()),
+        _ => Err(CrlError::NumberTooLarge),
     }
 }
 
@@ -159,19 +193,19 @@ mod tests {
         let crl1 = b.issue_crl(1, &[], 7).unwrap();
         let crl2 = b.issue_crl(2, &revoked(), 7).unwrap();
         assert_eq!(
-            store.offer(&peer_of(&b, None), &crl1),
-            Ok(CrlOutcome::Stored(1))
+            store.offer(&peer_of(&b, None), &crl1).ok(),
+            Some(CrlOutcome::Stored(1))
         );
         let stored = store.load_all();
         assert_eq!(stored.get(&b.identity().node_id), Some(&crl1));
         assert_eq!(
-            store.offer(&peer_of(&b, Some(crl1.clone())), &crl2),
-            Ok(CrlOutcome::Stored(2))
+            store.offer(&peer_of(&b, Some(crl1.clone())), &crl2).ok(),
+            Some(CrlOutcome::Stored(2))
         );
         // Replaying the older one cannot un-revoke anything.
         assert_eq!(
-            store.offer(&peer_of(&b, Some(crl2.clone())), &crl1),
-            Ok(CrlOutcome::NotNewer)
+            store.offer(&peer_of(&b, Some(crl2.clone())), &crl1).ok(),
+            Some(CrlOutcome::NotNewer)
         );
         assert_eq!(store.load_all().get(&b.identity().node_id), Some(&crl2));
     }
@@ -183,7 +217,7 @@ mod tests {
         let (b, c) = (signer("b"), signer("c"));
         let forged = c.issue_crl(99, &[], 7).unwrap();
         let err = store.offer(&peer_of(&b, None), &forged).unwrap_err();
-        assert!(err.contains("not issued by the partner's root"), "{err}");
+        assert!(matches!(err, CrlError::WrongIssuer), "{err}");
         assert!(store.load_all().is_empty());
     }
 
@@ -197,7 +231,7 @@ mod tests {
         let impostor = RootSigner::new(issue_root(&key, &name, 30).unwrap(), &key).unwrap();
         let forged = impostor.issue_crl(99, &[], 7).unwrap();
         let err = store.offer(&peer_of(&b, None), &forged).unwrap_err();
-        assert!(err.contains("signature does not verify"), "{err}");
+        assert!(matches!(err, CrlError::Signature(_)), "{err}");
     }
 
     #[test]

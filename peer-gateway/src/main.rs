@@ -168,21 +168,18 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(async {
+    // Each command's own error type; the binary only prints it.
+    let result: Result<(), Box<dyn std::error::Error>> = runtime.block_on(async {
         match cli.command {
             Command::Keygen {
                 node_dir,
                 out_key,
                 out_csr,
                 cn,
-            } => keygen::run(&node_dir, &out_key, &out_csr, cn.as_deref()),
-            Command::Run { config } => server::run(&config).await.map_err(|e| e.to_string()),
-            Command::Status { admin, json } => client::status(&admin, json)
-                .await
-                .map_err(|e| e.to_string()),
-            Command::Ping { peer_id, admin } => client::ping(&admin, &peer_id)
-                .await
-                .map_err(|e| e.to_string()),
+            } => Ok(keygen::run(&node_dir, &out_key, &out_csr, cn.as_deref())?),
+            Command::Run { config } => Ok(server::run(&config).await?),
+            Command::Status { admin, json } => Ok(client::status(&admin, json).await?),
+            Command::Ping { peer_id, admin } => Ok(client::ping(&admin, &peer_id).await?),
             Command::Send {
                 peer,
                 content_type,
@@ -190,7 +187,7 @@ fn main() -> ExitCode {
                 api,
                 token_file,
                 file,
-            } => client::send(
+            } => Ok(client::send(
                 &api,
                 token_file.as_deref(),
                 &peer,
@@ -198,8 +195,7 @@ fn main() -> ExitCode {
                 message_id.as_deref(),
                 file.as_deref(),
             )
-            .await
-            .map_err(|e| e.to_string()),
+            .await?),
             Command::Completions { .. } => Ok(()),
             Command::Recv {
                 wait,
@@ -208,9 +204,7 @@ fn main() -> ExitCode {
                 json,
                 api,
                 token_file,
-            } => client::recv(&api, token_file.as_deref(), wait, limit, ack, json)
-                .await
-                .map_err(|e| e.to_string()),
+            } => Ok(client::recv(&api, token_file.as_deref(), wait, limit, ack, json).await?),
         }
     });
     runtime.shutdown_timeout(Duration::from_secs(2));

@@ -90,11 +90,7 @@ impl Metrics {
     /// Every metric, registered.
     pub fn new() -> Metrics {
         let mut registry = Registry::default();
-        let mut counter = |name: &str, help: &str| {
-            let family = Counters::default();
-            registry.register(name, help, family.clone());
-            family
-        };
+        let mut counter = |name: &str, help: &str| register::<Counters>(&mut registry, name, help);
         let handshakes_accepted = counter(
             "peerlink_handshakes_accepted",
             "Mutual-TLS handshakes completed, by direction",
@@ -130,11 +126,7 @@ impl Metrics {
             "Duration of message store write transactions, including the fsync",
             commit_latency.clone(),
         );
-        let mut gauge = |name: &str, help: &str| {
-            let family = Gauges::default();
-            registry.register(name, help, family.clone());
-            family
-        };
+        let mut gauge = |name: &str, help: &str| register::<Gauges>(&mut registry, name, help);
         let link_up = gauge("peerlink_link_up", "1 when the link to the peer is up");
         let link_state = gauge(
             "peerlink_link_state",
@@ -299,6 +291,16 @@ impl Metrics {
             );
         }
     }
+}
+
+/// A new metric of type `M`, registered under `name`.
+fn register<M>(registry: &mut Registry, name: &str, help: &str) -> M
+where
+    M: prometheus_client::registry::Metric + Clone + Default,
+{
+    let metric = M::default();
+    registry.register(name, help, metric.clone());
+    metric
 }
 
 fn inc(family: &Counters, pairs: &[(&str, &str)], n: u64) {

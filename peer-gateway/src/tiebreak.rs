@@ -124,16 +124,11 @@ mod tests {
         }
     }
 
-    struct XorShift(u64);
+    struct Noise(crate::backoff::test_rng::XorShift);
 
-    impl XorShift {
+    impl Noise {
         fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
+            rand_core::RngCore::next_u64(&mut self.0)
         }
 
         /// A node id: hex like the default ids, or a short explicit one.
@@ -157,7 +152,7 @@ mod tests {
 
     #[test]
     fn both_sides_keep_the_same_link() {
-        let mut rng = XorShift(0xDEAD_BEEF_CAFE_F00D);
+        let mut rng = Noise(crate::backoff::test_rng::XorShift(0xDEAD_BEEF_CAFE_F00D));
         for _ in 0..10_000 {
             let a = rng.node_id();
             let b = rng.node_id();
@@ -192,7 +187,7 @@ mod tests {
 
     #[test]
     fn preferred_dialer_matches_resolution() {
-        let mut rng = XorShift(7);
+        let mut rng = Noise(crate::backoff::test_rng::XorShift(7));
         for _ in 0..1_000 {
             let (a, b) = (rng.node_id(), rng.node_id());
             if a == b {

@@ -64,8 +64,9 @@ pub const MIN_HEARTBEAT_MS: u32 = 100;
 /// detected in reasonable time).
 pub const MAX_HEARTBEAT_MS: u32 = 600_000;
 
-/// A link on which nothing was received for this many of the peer's heartbeat
-/// intervals is dead and is closed.
+/// A link on which nothing was received for this many of the receiver's own
+/// heartbeat intervals (or on which the peer accepted nothing while frames
+/// waited) is dead and is closed.
 pub const DEAD_AFTER_HEARTBEATS: u32 = 3;
 
 /// Time allowed from the TCP connect to having received the peer's `Hello`
@@ -228,9 +229,10 @@ pub enum Frame {
         /// Human-readable detail, at most [`MAX_GOODBYE_REASON`] bytes.
         reason: String,
     },
-    /// 0x10, reserved for durable messaging: one message.
+    /// 0x10: one durable message.
     Message {
-        /// Per-link-direction sequence number, acknowledged by `Ack`.
+        /// The sender's outbox sequence number for this partner (per epoch),
+        /// acknowledged cumulatively by `Ack`.
         seq: u64,
         /// The message id used for deduplication (1..=128 bytes).
         id: String,
@@ -239,7 +241,7 @@ pub enum Frame {
         /// The message body.
         body: Bytes,
     },
-    /// 0x11, reserved for durable messaging: everything up to `seq` is stored.
+    /// 0x11: every message up to `seq` is durably stored.
     Ack {
         /// The highest sequence number durably stored (cumulative).
         seq: u64,

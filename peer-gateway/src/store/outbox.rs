@@ -139,8 +139,15 @@ impl Store {
 
     /// The highest sequence number `peer` has acknowledged.
     pub async fn acked_seq(&self, peer: &str) -> Result<i64, StoreError> {
+        self.outbox_counter(peer, "SELECT acked_seq FROM outbox_state WHERE peer_id = ?")
+            .await
+    }
+
+    /// One number from `peer`'s outbox_state row (`sql` selects it), 0 when the
+    /// partner has none yet.
+    async fn outbox_counter(&self, peer: &str, sql: &'static str) -> Result<i64, StoreError> {
         on_pool!(self, |pool, q| {
-            let row = sqlx::query(&q("SELECT acked_seq FROM outbox_state WHERE peer_id = ?"))
+            let row = sqlx::query(&q(sql))
                 .bind(peer)
                 .fetch_optional(pool)
                 .await
@@ -227,19 +234,11 @@ impl Store {
 
     /// The highest sequence number ever assigned to a message for `peer`.
     pub async fn max_assigned_seq(&self, peer: &str) -> Result<i64, StoreError> {
-        on_pool!(self, |pool, q| {
-            let row = sqlx::query(&q(
-                "SELECT next_seq - 1 FROM outbox_state WHERE peer_id = ?",
-            ))
-            .bind(peer)
-            .fetch_optional(pool)
-            .await
-            .map_err(StoreError::from_db)?;
-            Ok(match row {
-                Some(r) => r.try_get(0)?,
-                None => 0,
-            })
-        })
+        self.outbox_counter(
+            peer,
+            "SELECT next_seq - 1 FROM outbox_state WHERE peer_id = ?",
+        )
+        .await
     }
 
     /// The last sequence number assigned towards each partner that has one: one
