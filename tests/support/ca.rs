@@ -38,17 +38,7 @@ impl CaFixture {
         node_id: Option<&str>,
         passphrase_file: &Path,
     ) -> CaFixture {
-        let mut args = args![
-            "init",
-            "--dir",
-            dir,
-            "--org",
-            org,
-            "--unit",
-            unit,
-            "--passphrase-file",
-            passphrase_file
-        ];
+        let mut args = init_args(dir, org, unit, passphrase_file);
         if let Some(k) = key_type {
             args.extend(args!["--key-type", k]);
         }
@@ -175,6 +165,22 @@ impl CaFixture {
     pub fn sign_server(&self, csr: &Path, out: &Path) -> Outcome {
         self.cmd_with_pass("sign-server", &args!["--csr", csr, "--out", out])
     }
+}
+
+/// The arguments of `ca-tool init --dir dir --org org --unit unit --passphrase-file
+/// passphrase_file`, for tests that add options or run it another way.
+pub fn init_args(dir: &Path, org: &str, unit: &str, passphrase_file: &Path) -> Vec<OsString> {
+    args![
+        "init",
+        "--dir",
+        dir,
+        "--org",
+        org,
+        "--unit",
+        unit,
+        "--passphrase-file",
+        passphrase_file
+    ]
 }
 
 /// A string member of a JSON object; panics when missing.
