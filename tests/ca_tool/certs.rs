@@ -169,27 +169,8 @@ pub(crate) fn sign_with_b_root(
     write_file(&ext, exts, 0o644);
     let mut pass_arg = OsString::from("file:");
     pass_arg.push(&world().pass);
-    openssl(args![
-        "x509",
-        "-req",
-        "-in",
-        csr,
-        "-CA",
-        ca,
-        "-CAkey",
-        ca_key,
-        "-passin",
-        &pass_arg,
-        "-set_serial",
-        "0x5a5a5a5a5a5a5a5a5a",
-        "-days",
-        "30",
-        "-extfile",
-        &ext,
-        "-out",
-        out
-    ])
-    .assert_success();
+    let passin = args!["-passin", pass_arg];
+    openssl_sign_csr(csr, ca, ca_key, "0x5a5a5a5a5a5a5a5a5a", &ext, &passin, out);
 }
 
 pub(crate) const CA_EXTS: &str = "basicConstraints = critical,CA:TRUE\n\

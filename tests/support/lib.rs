@@ -16,6 +16,7 @@
 //! | [`gateway`] | a network of nodes and their `peer-gateway` processes ([`gateway::Net`]) |
 //! | [`messaging`] | the gateway's API for local applications, message stores, test messages |
 //! | [`traffic`] | the producers, consumers and verdict of the crash tests |
+//! | [`raw_peer`] | a peer link driven by hand, writing `peerlink/1` frames itself |
 //! | [`netns`] | network namespaces with a NAT router, for dead-link tests |
 //!
 //! The items of the first five are re-exported here (`use peerlink_e2e::*`).
@@ -51,4 +52,5 @@ pub use x509::*;
 pub mod gateway;
 pub mod messaging;
 pub mod netns;
+pub mod raw_peer;
 pub mod traffic;

@@ -46,6 +46,39 @@ pub fn openssl_fingerprint(cert: &Path) -> String {
         .unwrap_or_else(|| panic!("unexpected fingerprint output {:?}", out.stdout))
 }
 
+/// `openssl x509 -req -in csr -CA ca_cert -CAkey ca_key -set_serial serial -days 30
+/// -extfile extfile [extra] -out out`, asserting success: a certificate signed
+/// without `ca-tool`'s checks (as a careless or malicious CA could sign it).
+pub fn openssl_sign_csr(
+    csr: &Path,
+    ca_cert: &Path,
+    ca_key: &Path,
+    serial: &str,
+    extfile: &Path,
+    extra: &[OsString],
+    out: &Path,
+) {
+    let mut a = args![
+        "x509",
+        "-req",
+        "-in",
+        csr,
+        "-CA",
+        ca_cert,
+        "-CAkey",
+        ca_key,
+        "-set_serial",
+        serial,
+        "-days",
+        "30",
+        "-extfile",
+        extfile
+    ];
+    a.extend(extra.iter().cloned());
+    a.extend(args!["-out", out]);
+    openssl(&a).assert_success();
+}
+
 /// `openssl verify [extra] -CAfile anchor [-untrusted u]... leaf`.
 pub fn openssl_verify(extra: &[&str], anchor: &Path, untrusted: &[&Path], leaf: &Path) -> Outcome {
     let mut a = args!["verify"];

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{peer_gateway, Net, LEAF_EXTENSIONS};
-use crate::{openssl, run, Outcome};
+use crate::{openssl, openssl_sign_csr, run, Outcome};
 
 impl Net {
     /// Decrypts `name`'s root key with `openssl pkey` (as an operator could) into a
@@ -35,30 +35,32 @@ impl Net {
     /// Signs `csr` with `issuer`'s root key using `openssl x509 -req` (bypassing
     /// `ca-tool`'s checks, e.g. a subject that is not the issuer's DN) into `out`.
     pub fn openssl_sign_leaf(&self, issuer: &str, csr: &Path, out: &Path) {
+        self.openssl_sign_leaf_with(issuer, csr, out, LEAF_EXTENSIONS, "0x5eed0123456789abcdef");
+    }
+
+    /// Like [`Net::openssl_sign_leaf`], with the extensions of the `[leaf]` section
+    /// `extensions` (e.g. a certificate without clientAuth) and serial `serial`.
+    pub fn openssl_sign_leaf_with(
+        &self,
+        issuer: &str,
+        csr: &Path,
+        out: &Path,
+        extensions: &str,
+        serial: &str,
+    ) {
         let key = self.decrypted_root_key(issuer);
         let ext = self.path("leaf.ext");
-        fs::write(&ext, LEAF_EXTENSIONS).expect("write leaf.ext");
-        openssl(args![
-            "x509",
-            "-req",
-            "-in",
+        fs::write(&ext, extensions).expect("write leaf.ext");
+        let root = self.node(issuer).ca.root_cert();
+        openssl_sign_csr(
             csr,
-            "-CA",
-            self.node(issuer).ca.root_cert(),
-            "-CAkey",
+            &root,
             &key,
-            "-set_serial",
-            "0x5eed0123456789abcdef",
-            "-days",
-            "30",
-            "-extfile",
+            serial,
             &ext,
-            "-extensions",
-            "leaf",
-            "-out",
-            out
-        ])
-        .assert_success();
+            &args!["-extensions", "leaf"],
+            out,
+        );
     }
 
     /// Signs `csr` with `issuer`'s root key using `openssl ca` with explicit validity
@@ -136,6 +138,15 @@ impl Net {
     /// `timeout 10 openssl s_client -connect <name's listener> -tls1_3 -alpn peerlink/1
     /// -CAfile <name's root> <extra>` with stdin at end of file.
     pub fn s_client(&self, name: &str, extra: &[OsString]) -> Outcome {
+        let mut a = args!["-tls1_3", "-alpn", "peerlink/1"];
+        a.extend(extra.iter().cloned());
+        self.s_client_plain(name, &a)
+    }
+
+    /// `timeout 10 openssl s_client -connect <name's listener> -CAfile <name's root>
+    /// <extra>` with stdin at end of file: no protocol version and no ALPN unless
+    /// `extra` names them.
+    pub fn s_client_plain(&self, name: &str, extra: &[OsString]) -> Outcome {
         let node = self.node(name);
         let mut a = args![
             "10",
@@ -143,9 +154,6 @@ impl Net {
             "s_client",
             "-connect",
             node.endpoint(),
-            "-tls1_3",
-            "-alpn",
-            "peerlink/1",
             "-CAfile",
             node.ca.root_cert()
         ];
