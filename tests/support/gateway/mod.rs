@@ -14,9 +14,10 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::Child;
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -72,6 +73,59 @@ where
     S: AsRef<std::ffi::OsStr>,
 {
     run_program(peer_gateway_path(), args)
+}
+
+/// Starts `peer-gateway run --config <config>` (through `launcher`, e.g. `ip netns
+/// exec NS`, when not empty) with stdout and stderr appended to `log`, after a line
+/// that says the test harness started `what` (e.g. "gateway a").
+pub fn spawn_gateway(what: &str, config: &Path, log: &Path, launcher: &[String]) -> Child {
+    let mut log_file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("open log");
+    writeln!(
+        log_file,
+        "=== test harness: starting {what} with {}",
+        config.display()
+    )
+    .expect("write log");
+    let stdout = log_file.try_clone().expect("clone log handle");
+    let mut command = match launcher.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(peer_gateway_path());
+            c
+        }
+        None => Command::new(peer_gateway_path()),
+    };
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .env("PEERLINK_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(log_file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start peer-gateway for {what}: {e}"))
+}
+
+/// Waits until `child` exits, for at most `within`; kills and reaps it and says so
+/// ("did not exit within ...") when it does not.
+pub fn wait_exit(child: &mut Child, within: Duration) -> Result<ExitStatus, String> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().map_err(|e| format!("cannot wait: {e}"))? {
+            return Ok(status);
+        }
+        if start.elapsed() > within {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("did not exit within {within:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A loopback port nobody listens on right now. Ports are never handed out twice in

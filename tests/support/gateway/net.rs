@@ -2,17 +2,16 @@
 //! their status, bounded waits on it, and their logs (printed when a test fails).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
 use super::{
-    admin_status, config_text, field, free_port, peer_entry, peer_gateway, peer_gateway_path,
-    read_lossy, wait_for, Node, WAIT,
+    admin_status, config_text, field, free_port, peer_entry, peer_gateway, read_lossy,
+    spawn_gateway, wait_exit, wait_for, Node, WAIT,
 };
 use crate::{run_program, write_passphrase, CaFixture, PASSPHRASE};
 
@@ -178,36 +177,12 @@ impl Net {
             "gateway {name} is already running ({})",
             node.pid()
         );
-        let mut log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .expect("open log");
-        writeln!(
-            log,
-            "=== test harness: starting gateway {name} with {}",
-            config.display()
-        )
-        .expect("write log");
-        let stdout = log.try_clone().expect("clone log handle");
-        let mut command = match node.launcher.split_first() {
-            Some((program, args)) => {
-                let mut c = Command::new(program);
-                c.args(args).arg(peer_gateway_path());
-                c
-            }
-            None => Command::new(peer_gateway_path()),
-        };
-        let child = command
-            .arg("run")
-            .arg("--config")
-            .arg(config)
-            .env("PEERLINK_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start peer-gateway for {name}: {e}"));
+        let child = spawn_gateway(
+            &format!("gateway {name}"),
+            config,
+            &node.log,
+            &node.launcher,
+        );
         node.child = Some(child);
     }
 
@@ -262,18 +237,7 @@ impl Net {
         self.signal(name, signal);
         let node = self.node_mut(name);
         let mut child = node.child.take().expect("running");
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().expect("wait for gateway") {
-                return status;
-            }
-            if start.elapsed() > WAIT {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("gateway {name} did not exit within {WAIT:?} of SIG{signal}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_exit(&mut child, WAIT).unwrap_or_else(|e| panic!("gateway {name} {e} of SIG{signal}"))
     }
 
     /// SIGTERM; asserts a clean exit (code 0).
