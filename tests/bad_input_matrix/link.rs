@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use peer_gateway::frame::{Frame, GoodbyeCode, PROTOCOL_VERSION};
@@ -198,6 +199,15 @@ fn link_bad_inputs() {
     let c_by_a = net.cross_cert("c", "a");
     let c_id = net.id("c");
     let alpn = args!["-alpn", "peerlink/1"];
+    // `-cert cert -key key [-cert_chain chain] -alpn peerlink/1`.
+    let present = |cert: &Path, key: &Path, chain: Option<&Path>| -> Vec<OsString> {
+        let mut v = args!["-cert", cert, "-key", key];
+        if let Some(chain) = chain {
+            v.extend(args!["-cert_chain", chain]);
+        }
+        v.extend_from_slice(&alpn);
+        v
+    };
     let as_c = |more: &[OsString]| -> Vec<OsString> {
         let mut v = args!["-cert", &c_cert, "-key", &c_key, "-cert_chain", &c_by_a];
         v.extend_from_slice(more);
@@ -252,18 +262,10 @@ fn link_bad_inputs() {
     let a = net.node("a");
     let (a_cert, a_key) = (a.server_cert.clone(), a.server_key.clone());
     let long_chain = net.path("c-long-chain.pem");
+    let chain = [vec![c_by_a.clone()], net.chain_padding().to_vec()].concat();
     fs::write(
         &long_chain,
-        [
-            c_by_a.clone(),
-            net.node("b").ca.root_cert(),
-            net.cross_cert("b", "a"),
-            net.node("d").ca.root_cert(),
-            net.node("a").ca.root_cert(),
-        ]
-        .iter()
-        .map(|p| read_text(p))
-        .collect::<String>(),
+        chain.iter().map(|p| read_text(p)).collect::<String>(),
     )
     .unwrap();
 
@@ -278,68 +280,100 @@ fn link_bad_inputs() {
         "self-signed certificate with b's name (wrong CA)",
         "TLS refusal unknown_issuer",
         || {
-            let mut x = args!["-cert", &self_cert, "-key", &self_key];
-            x.extend_from_slice(&alpn);
-            tls_refusal(n, &rt, "unknown_issuer", "issuer", &x)
+            tls_refusal(
+                n,
+                &rt,
+                "unknown_issuer",
+                "issuer",
+                &present(&self_cert, &self_key, None),
+            )
         },
     );
     m.case(
         "unregistered partner with a cross-cert a's node_dir never saw",
         "TLS refusal unknown_peer",
         || {
-            let mut x = args!["-cert", &d_cert, "-key", &d_key, "-cert_chain", &d_by_a];
-            x.extend_from_slice(&alpn);
-            tls_refusal(n, &rt, "unknown_peer", "not a registered partner", &x)
+            tls_refusal(
+                n,
+                &rt,
+                "unknown_peer",
+                "not a registered partner",
+                &present(&d_cert, &d_key, Some(&d_by_a)),
+            )
         },
     );
     m.case("expired client certificate", "TLS refusal expired", || {
-        let mut x = args!["-cert", &expired, "-key", &k1, "-cert_chain", &c_by_a];
-        x.extend_from_slice(&alpn);
-        tls_refusal(n, &rt, "expired", "expired", &x)
+        tls_refusal(
+            n,
+            &rt,
+            "expired",
+            "expired",
+            &present(&expired, &k1, Some(&c_by_a)),
+        )
     });
     m.case(
         "client certificate not yet valid",
         "TLS refusal not_yet_valid",
         || {
-            let mut x = args!["-cert", &future, "-key", &k2, "-cert_chain", &c_by_a];
-            x.extend_from_slice(&alpn);
-            tls_refusal(n, &rt, "not_yet_valid", "valid", &x)
+            tls_refusal(
+                n,
+                &rt,
+                "not_yet_valid",
+                "valid",
+                &present(&future, &k2, Some(&c_by_a)),
+            )
         },
     );
     m.case(
         "client certificate without clientAuth",
         "TLS refusal eku",
         || {
-            let mut x = args!["-cert", &server_only, "-key", &k3, "-cert_chain", &c_by_a];
-            x.extend_from_slice(&alpn);
-            tls_refusal(n, &rt, "eku", "clientAuth", &x)
+            tls_refusal(
+                n,
+                &rt,
+                "eku",
+                "clientAuth",
+                &present(&server_only, &k3, Some(&c_by_a)),
+            )
         },
     );
     m.case(
         "c's root issues a certificate with b's name",
         "TLS refusal name_constraint",
         || {
-            let mut x = args!["-cert", &impostor, "-key", &k4, "-cert_chain", &c_by_a];
-            x.extend_from_slice(&alpn);
-            tls_refusal(n, &rt, "name_constraint", "constraint", &x)
+            tls_refusal(
+                n,
+                &rt,
+                "name_constraint",
+                "constraint",
+                &present(&impostor, &k4, Some(&c_by_a)),
+            )
         },
     );
     m.case(
         "a's own gateway certificate",
         "TLS refusal own_node",
         || {
-            let mut x = args!["-cert", &a_cert, "-key", &a_key];
-            x.extend_from_slice(&alpn);
-            tls_refusal(n, &rt, "own_node", "own root", &x)
+            tls_refusal(
+                n,
+                &rt,
+                "own_node",
+                "own root",
+                &present(&a_cert, &a_key, None),
+            )
         },
     );
     m.case(
         "chain of 5 certificates besides the leaf",
         "TLS refusal chain_too_long",
         || {
-            let mut x = args!["-cert", &c_cert, "-key", &c_key, "-cert_chain", &long_chain];
-            x.extend_from_slice(&alpn);
-            tls_refusal(n, &rt, "chain_too_long", "at most 4", &x)
+            tls_refusal(
+                n,
+                &rt,
+                "chain_too_long",
+                "at most 4",
+                &present(&c_cert, &c_key, Some(&long_chain)),
+            )
         },
     );
     m.case("TLS 1.2 only", "TLS refusal tls_error", || {

@@ -165,12 +165,24 @@ fn ensure(ok: bool, why: impl FnOnce() -> String) -> Result<(), String> {
     }
 }
 
+/// The first column, as text, of every row `sql` returns.
+async fn first_column(conn: &mut sqlx::SqliteConnection, sql: &str) -> Result<Vec<String>, String> {
+    use sqlx::Row;
+    Ok(sqlx::query(sql)
+        .fetch_all(conn)
+        .await
+        .map_err(|e| e.to_string())?
+        .iter()
+        .map(|r| r.get::<String, _>(0))
+        .collect())
+}
+
 /// Every table of a gateway's SQLite store but the link leases, as text rows.
 fn store_rows(
     rt: &tokio::runtime::Runtime,
     db: &Path,
 ) -> Result<BTreeMap<String, Vec<String>>, String> {
-    use sqlx::{Connection, Row};
+    use sqlx::Connection;
     rt.block_on(async {
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(db)
@@ -179,38 +191,28 @@ fn store_rows(
             .await
             .map_err(|e| format!("open {}: {e}", db.display()))?;
         let mut out = BTreeMap::new();
-        let tables: Vec<String> = sqlx::query(
+        let tables = first_column(
+            &mut conn,
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
              AND name NOT LIKE '_sqlx%' AND name <> 'link_leases' ORDER BY name",
         )
-        .fetch_all(&mut conn)
-        .await
-        .map_err(|e| e.to_string())?
-        .iter()
-        .map(|r| r.get::<String, _>(0))
-        .collect();
+        .await?;
         for table in tables {
-            let cols: Vec<String> =
-                sqlx::query(&format!("SELECT name FROM pragma_table_info('{table}')"))
-                    .fetch_all(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .iter()
-                    .map(|r| r.get::<String, _>(0))
-                    .collect();
+            let cols = first_column(
+                &mut conn,
+                &format!("SELECT name FROM pragma_table_info('{table}')"),
+            )
+            .await?;
             let expr = cols
                 .iter()
                 .map(|c| format!("quote(\"{c}\")"))
                 .collect::<Vec<_>>()
                 .join(" || '|' || ");
-            let rows: Vec<String> =
-                sqlx::query(&format!("SELECT {expr} FROM \"{table}\" ORDER BY 1"))
-                    .fetch_all(&mut conn)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .iter()
-                    .map(|r| r.get::<String, _>(0))
-                    .collect();
+            let rows = first_column(
+                &mut conn,
+                &format!("SELECT {expr} FROM \"{table}\" ORDER BY 1"),
+            )
+            .await?;
             // A per-peer outbox epoch is the one change an impossible Ack may make
             // (it concerns that peer only); everything else must stay as it was.
             let rows = rows

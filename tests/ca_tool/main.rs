@@ -143,14 +143,8 @@ fn build_world() -> World {
     sign_server_b.assert_success();
 
     let gwa_crt = root.join("gwA.crt");
-    openssl_csr(
-        &root.join("gwA.key"),
-        &root.join("gwA.csr"),
-        "p256",
-        &a.openssl_subject(Some("gw1")),
-    );
-    a.sign_server(&root.join("gwA.csr"), &gwa_crt)
-        .assert_success();
+    let gwa_csr = openssl_csr_in(&root, "gwA", "p256", &a.openssl_subject(Some("gw1")));
+    a.sign_server(&gwa_csr, &gwa_crt).assert_success();
 
     World {
         _tmp: tmp,
@@ -196,14 +190,6 @@ fn partner_c(dir: &Path, endpoints: &[&str]) -> (CaFixture, PathBuf) {
     let bundle = dir.join("C.bundle");
     c.export_bundle(&bundle, endpoints);
     (c, bundle)
-}
-
-/// An ecdsa-p256 key `<name>.key` and a CSR `<name>.csr` for `subject` (`openssl
-/// req -subj` form) made with openssl in `dir`; returns the CSR.
-fn csr_in(dir: &Path, name: &str, subject: &str) -> PathBuf {
-    let csr = dir.join(format!("{name}.csr"));
-    openssl_csr(&dir.join(format!("{name}.key")), &csr, "p256", subject);
-    csr
 }
 
 // ---------------------------------------------------------------------------

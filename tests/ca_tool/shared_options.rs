@@ -17,7 +17,7 @@ fn bad_input_wrong_passphrase() {
     let out = t.path().join("out");
     let frag = &["wrong passphrase"];
     // (A valid CSR, so only the passphrase is wrong.)
-    let csr = csr_in(t.path(), "gw", &a.openssl_subject(Some("gw2")));
+    let csr = openssl_csr_in(t.path(), "gw", "p256", &a.openssl_subject(Some("gw2")));
     refused(&a, Some(&out), frag, || {
         a.cmd_with_pass_file("sign-server", &args!["--csr", &csr, "--out", &out], &wrong)
     });
@@ -84,7 +84,7 @@ fn bad_input_corrupt_and_truncated_pem() {
     let frags = &["corrupt", "truncated"];
 
     // The CSR given to sign-server.
-    let csr = csr_in(t.path(), "gw", &a.openssl_subject(None));
+    let csr = openssl_csr_in(t.path(), "gw", "p256", &a.openssl_subject(None));
     let csr_text = read_text(&csr);
     let corrupt_csr = file(
         "corrupt.csr",
@@ -163,7 +163,7 @@ fn bad_input_invalid_days_and_arguments() {
     ca_tool([init_args(&dir, ORG, "x", &w.pass), args!["--days", "0"]].concat())
         .assert_failure_with("days");
     assert_absent(&dir);
-    let csr = csr_in(t.path(), "gw", &a.openssl_subject(None));
+    let csr = openssl_csr_in(t.path(), "gw", "p256", &a.openssl_subject(None));
     refused(&a, Some(&out), &["days"], || {
         a.cmd_with_pass(
             "sign-server",
@@ -208,7 +208,7 @@ fn bad_input_unwritable_output_changes_nothing() {
     let t = tmp();
     let a = w.a.copy_to(&t.path().join("A"));
     let (_, c_bundle) = partner_c(t.path(), &[]);
-    let csr = csr_in(t.path(), "gw", &a.openssl_subject(None));
+    let csr = openssl_csr_in(t.path(), "gw", "p256", &a.openssl_subject(None));
     // --out in a directory that does not exist: every command fails and names the place.
     let nowhere = t.path().join("no-such-dir");
     let frag = &["no-such-dir"];
@@ -236,7 +236,7 @@ fn validity_is_capped_at_the_root_and_fingerprints_in_phone_form() {
     let w = world();
     let t = tmp();
     let a = w.a.copy_to(&t.path().join("A"));
-    let csr = csr_in(t.path(), "gw", &a.openssl_subject(None));
+    let csr = openssl_csr_in(t.path(), "gw", "p256", &a.openssl_subject(None));
     let long = t.path().join("long.crt");
     a.cmd_with_pass(
         "sign-server",

@@ -200,7 +200,7 @@ fn security_partner_root_cannot_pass_as_another_node() {
     let b_crt = w.b.root_cert();
     let p = t.path();
     // Control: a certificate B's root makes by hand inside B's name is accepted.
-    let legit_csr = csr_in(p, "legit", &w.b.openssl_subject(Some("by-hand")));
+    let legit_csr = openssl_csr_in(p, "legit", "p256", &w.b.openssl_subject(Some("by-hand")));
     let legit = p.join("legit.crt");
     sign_with_b_root(p, &legit_csr, &legit, &b_crt, &b_key, LEAF_EXTS);
     assert_openssl_ok(&openssl_verify(
@@ -232,7 +232,7 @@ fn security_partner_root_cannot_pass_as_another_node() {
         ),
         ("no-id", format!("/O={ORG}/OU={UNIT_B}")),
     ] {
-        let csr = csr_in(p, name, &subject);
+        let csr = openssl_csr_in(p, name, "p256", &subject);
         let forged = p.join(format!("{name}.crt"));
         sign_with_b_root(p, &csr, &forged, &b_crt, &b_key, LEAF_EXTS);
         let o = openssl_verify(
@@ -259,11 +259,11 @@ fn security_partner_root_cannot_pass_as_another_node() {
     }
 
     // B's root makes a sub-CA inside its own name: the cross-cert's pathlen 0 forbids it.
-    let sub_csr = csr_in(p, "sub", &w.b.openssl_subject(Some("sub-ca")));
+    let sub_csr = openssl_csr_in(p, "sub", "p256", &w.b.openssl_subject(Some("sub-ca")));
     let sub_key = p.join("sub.key");
     let sub = p.join("sub.crt");
     sign_with_b_root(p, &sub_csr, &sub, &b_crt, &b_key, CA_EXTS);
-    let leaf_csr = csr_in(p, "subleaf", &w.b.openssl_subject(Some("gw9")));
+    let leaf_csr = openssl_csr_in(p, "subleaf", "p256", &w.b.openssl_subject(Some("gw9")));
     let leaf = p.join("subleaf.crt");
     // (The sub-CA's key is unencrypted: the -passin that sign_with_b_root adds is ignored.)
     sign_with_b_root(p, &leaf_csr, &leaf, &sub, &sub_key, LEAF_EXTS);
@@ -300,11 +300,11 @@ fn security_partner_root_cannot_pass_as_another_node() {
 
     // A self-issued sub-CA (B's own name, a new key) does not count against pathlen 0
     // (RFC 5280 6.1.4 (l)): openssl and ca-tool agree it may issue inside B's name...
-    let si_csr = csr_in(p, "si", &w.b.openssl_subject(None));
+    let si_csr = openssl_csr_in(p, "si", "p256", &w.b.openssl_subject(None));
     let si_key = p.join("si.key");
     let si = p.join("si.crt");
     sign_with_b_root(p, &si_csr, &si, &b_crt, &b_key, CA_EXTS);
-    let inside_csr = csr_in(p, "si-leaf", &w.b.openssl_subject(Some("gwx")));
+    let inside_csr = openssl_csr_in(p, "si-leaf", "p256", &w.b.openssl_subject(Some("gwx")));
     let inside = p.join("si-leaf.crt");
     sign_with_b_root(p, &inside_csr, &inside, &si, &si_key, LEAF_EXTS);
     assert_openssl_ok(&openssl_verify(
@@ -322,7 +322,7 @@ fn security_partner_root_cannot_pass_as_another_node() {
     )
     .assert_success();
     // ...and never outside it.
-    let outside_csr = csr_in(p, "si-out", &w.a.openssl_subject(Some("gwx")));
+    let outside_csr = openssl_csr_in(p, "si-out", "p256", &w.a.openssl_subject(Some("gwx")));
     let outside = p.join("si-out.crt");
     sign_with_b_root(p, &outside_csr, &outside, &si, &si_key, LEAF_EXTS);
     openssl_verify(

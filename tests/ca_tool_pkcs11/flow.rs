@@ -85,27 +85,15 @@ fn token_root_full_flow_with_a_file_key_partner() {
     ca_verify(&a.root_cert(), &[], &[], &["--purpose", "any"], &xb).assert_success();
 
     // Gateway certificates from openssl CSRs, one signed by the token.
-    let gwa_csr = t.join("gwA.csr");
+    let gwa_csr = openssl_csr_in(t, "gwA", "p256", &a.openssl_subject("gw1"));
     let gwa_crt = t.join("gwA.crt");
-    openssl_csr(
-        &t.join("gwA.key"),
-        &gwa_csr,
-        "p256",
-        &a.openssl_subject("gw1"),
-    );
     a.sign_ok(
         &hsm,
         "sign-server",
         &args!["--csr", &gwa_csr, "--out", &gwa_crt],
     );
-    let gwb_csr = t.join("gwB.csr");
+    let gwb_csr = openssl_csr_in(t, "gwB", "rsa2048", &b.openssl_subject(Some("gw1")));
     let gwb_crt = t.join("gwB.crt");
-    openssl_csr(
-        &t.join("gwB.key"),
-        &gwb_csr,
-        "rsa2048",
-        &b.openssl_subject(Some("gw1")),
-    );
     b.sign_server(&gwb_csr, &gwb_crt).assert_success();
 
     // Chains through the token-made root and the cross-certificates, as openssl sees them.
@@ -258,14 +246,8 @@ fn token_root_of_every_other_key_type() {
         let shown: Value = serde_json::from_str(&shown.stdout).expect("show-bundle --json");
         assert_eq!(json_str(&shown, "key_type"), key_type);
         // A server certificate and a CRL signed by the token.
-        let csr = t.join(format!("{key_type}.csr"));
+        let csr = openssl_csr_in(t, key_type, "p256", &ca.openssl_subject("gw"));
         let crt = t.join(format!("{key_type}.crt"));
-        openssl_csr(
-            &t.join(format!("{key_type}.key")),
-            &csr,
-            "p256",
-            &ca.openssl_subject("gw"),
-        );
         ca.sign_ok(&hsm, "sign-server", &args!["--csr", &csr, "--out", &crt]);
         assert_openssl_ok(&openssl_verify_strict(
             &["-purpose", "sslserver"],

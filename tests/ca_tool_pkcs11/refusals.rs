@@ -18,8 +18,7 @@ fn wrong_pin_missing_token_or_module_change_nothing() {
     let b = CaFixture::init(&t.join("B"), ORG, "Beta Registry", None, None, &pass);
     let b_bundle = t.join("B.bundle");
     b.export_bundle(&b_bundle, &[]);
-    let csr = t.join("gw.csr");
-    openssl_csr(&t.join("gw.key"), &csr, "p256", &a.openssl_subject("gw"));
+    let csr = openssl_csr_in(t, "gw", "p256", &a.openssl_subject("gw"));
     // Something to revoke.
     let gw = t.join("gw.crt");
     a.sign_ok(&hsm, "sign-server", &args!["--csr", &csr, "--out", &gw]);

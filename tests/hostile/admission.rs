@@ -81,13 +81,7 @@ fn flood_from_one_address_does_not_stop_another_partner_from_linking() {
     // The flood goes on for several seconds in all; the link stays the same link.
     while flood.started.elapsed() < FLOOD_AT_LEAST {
         net.assert_alive("a");
-        let p = net.peer_status("a", "b");
-        assert_eq!(field(&p, "state"), "connected", "{p:#}");
-        assert_eq!(
-            field(&p, "since"),
-            since,
-            "the a–b link was replaced: {p:#}"
-        );
+        assert_same_link(&net, &since);
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(
@@ -125,13 +119,7 @@ fn flood_from_one_address_does_not_stop_another_partner_from_linking() {
     // a is healthy: health check, status, the same link, pings.
     let (code, body) = http(net.node("a").admin(), "GET", "/healthz").unwrap();
     assert_eq!((code, body.trim()), (200, "ok"));
-    let p = net.peer_status("a", "b");
-    assert_eq!(field(&p, "state"), "connected", "{p:#}");
-    assert_eq!(
-        field(&p, "since"),
-        since,
-        "the a–b link was replaced: {p:#}"
-    );
+    assert_same_link(&net, &since);
     ping(&net, "a", "b").expect("ping a -> b after the flood");
 
     // The flooding address gets its budget back: a connection from it reaches the
@@ -165,6 +153,18 @@ fn flood_from_one_address_does_not_stop_another_partner_from_linking() {
         },
     );
     net.terminate_all();
+}
+
+/// a still shows b connected on the link that came up at `since`.
+#[track_caller]
+fn assert_same_link(net: &Net, since: &str) {
+    let p = net.peer_status("a", "b");
+    assert_eq!(field(&p, "state"), "connected", "{p:#}");
+    assert_eq!(
+        field(&p, "since"),
+        since,
+        "the a–b link was replaced: {p:#}"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -125,6 +125,25 @@ pub(crate) async fn connect_from(
     }
 }
 
+/// One connection attempt of the flood, counted; the stream when it connected.
+async fn attempt(
+    source: Ipv4Addr,
+    target: SocketAddr,
+    stats: &FloodStats,
+) -> Option<tokio::net::TcpStream> {
+    stats.attempts.fetch_add(1, Ordering::Relaxed);
+    match connect_from(source, target).await {
+        Ok(stream) => {
+            stats.connected.fetch_add(1, Ordering::Relaxed);
+            Some(stream)
+        }
+        Err(_) => {
+            stats.connect_errors.fetch_add(1, Ordering::Relaxed);
+            None
+        }
+    }
+}
+
 async fn flood(
     source: Ipv4Addr,
     target: SocketAddr,
@@ -145,17 +164,10 @@ async fn flood(
                 if over() {
                     break;
                 }
-                stats.attempts.fetch_add(1, Ordering::Relaxed);
-                match connect_from(source, target).await {
-                    Ok(stream) => {
-                        stats.connected.fetch_add(1, Ordering::Relaxed);
-                        let now = stats.open_now.fetch_add(1, Ordering::Relaxed) + 1;
-                        stats.open_max.fetch_max(now, Ordering::Relaxed);
-                        holders.push(tokio::spawn(hold(stream, stop.clone(), stats.clone())));
-                    }
-                    Err(_) => {
-                        stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                if let Some(stream) = attempt(source, target, &stats).await {
+                    let now = stats.open_now.fetch_add(1, Ordering::Relaxed) + 1;
+                    stats.open_max.fetch_max(now, Ordering::Relaxed);
+                    holders.push(tokio::spawn(hold(stream, stop.clone(), stats.clone())));
                 }
                 holders.retain(|h| !h.is_finished());
                 tokio::time::sleep(plan.slow_every).await;
@@ -177,16 +189,7 @@ async fn flood(
                 if over() {
                     break;
                 }
-                stats.attempts.fetch_add(1, Ordering::Relaxed);
-                match connect_from(source, target).await {
-                    Ok(stream) => {
-                        stats.connected.fetch_add(1, Ordering::Relaxed);
-                        drop(stream);
-                    }
-                    Err(_) => {
-                        stats.connect_errors.fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+                drop(attempt(source, target, &stats).await);
                 tokio::time::sleep(plan.rapid_every).await;
             }
         })

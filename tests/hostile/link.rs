@@ -129,15 +129,7 @@ fn presented_chains_longer_than_the_cap_are_refused() {
     let c = net.node("c");
     let (cert, key) = (c.server_cert.clone(), c.server_key.clone());
     // Certificates that are not c's issuer, as padding (openssl sends the file as is).
-    let padding: Vec<String> = [
-        net.node("b").ca.root_cert(),
-        net.cross_cert("b", "a"),
-        net.node("d").ca.root_cert(),
-        net.node("a").ca.root_cert(),
-    ]
-    .iter()
-    .map(|p| read_text(p))
-    .collect();
+    let padding: Vec<String> = net.chain_padding().iter().map(|p| read_text(p)).collect();
     let genuine = read_text(&net.cross_cert("c", "a"));
     let chain_file = |n: usize| {
         let path = net.path(&format!("c-chain-{n}.pem"));

@@ -3,7 +3,7 @@
 //! `openssl verify` and by `ca-tool verify`.
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::{ca_tool, openssl, Outcome};
 
@@ -26,6 +26,15 @@ pub fn openssl_csr(key: &Path, csr: &Path, kind: &str, subject: &str) {
         "-nodes", "-keyout", key, "-out", csr, "-subj", subject
     ]);
     openssl(&a).assert_success();
+}
+
+/// A key `<name>.key` and a PEM CSR `<name>.csr` of `kind` (as for
+/// [`openssl_newkey`]) for `subject`, made with [`openssl_csr`] in `dir`; returns
+/// the CSR.
+pub fn openssl_csr_in(dir: &Path, name: &str, kind: &str, subject: &str) -> PathBuf {
+    let csr = dir.join(format!("{name}.csr"));
+    openssl_csr(&dir.join(format!("{name}.key")), &csr, kind, subject);
+    csr
 }
 
 /// SHA-256 fingerprint of a certificate file as `openssl x509 -fingerprint` prints it.

@@ -115,6 +115,19 @@ impl Net {
         .assert_success();
     }
 
+    /// Four certificates of nodes a, b and d, none of which issued c's: b's root,
+    /// the cross-cert a issued to b, d's root and a's root. Appended to c's genuine
+    /// chain they make it longer without making it valid (the cap on presented
+    /// chains is checked before any signature).
+    pub fn chain_padding(&self) -> [PathBuf; 4] {
+        [
+            self.node("b").ca.root_cert(),
+            self.cross_cert("b", "a"),
+            self.node("d").ca.root_cert(),
+            self.node("a").ca.root_cert(),
+        ]
+    }
+
     /// `peer-gateway keygen` for `name`'s DN plus `CN=cn` into `<file>.key`/`<file>.csr`
     /// in the temporary directory; returns (key, csr).
     pub fn keygen(&self, name: &str, cn: &str, file: &str) -> (PathBuf, PathBuf) {

@@ -1,5 +1,5 @@
-//! The traffic of the crash tests (`tests/messaging.rs` kills gateways -9,
-//! `tests/replicas.rs` fails a replicated node over): producers that submit
+//! The traffic of the crash tests (`tests/messaging/` kills gateways -9,
+//! `tests/replicas/` fails a replicated node over): producers that submit
 //! numbered [`test_body`](crate::messaging::test_body) messages in batches and
 //! retry with the same Message-Ids, consumers that check and acknowledge every
 //! arrival, the drain that waits for both directions to be through, and the
