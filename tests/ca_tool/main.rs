@@ -207,6 +207,7 @@ fn assert_invalid(out: &Outcome, fragments: &[&str]) {
     );
 }
 
+/// Asserts that a failed command did not create `path`.
 fn assert_absent(path: &Path) {
     assert!(
         !path.exists(),
@@ -215,6 +216,8 @@ fn assert_absent(path: &Path) {
     );
 }
 
+/// Writes the files `parts` one after the other into `out` (a CRL or certificate
+/// bundle of several PEM blocks).
 fn cat(out: &Path, parts: &[&Path]) {
     let mut all = Vec::new();
     for p in parts {
