@@ -97,6 +97,19 @@ fn nat_pair(lab: &NatLab) -> Net {
     net
 }
 
+/// a and b behind the NAT of `lab`, started and linked: the gateways, their
+/// admin addresses, their node ids and their application APIs.
+fn linked_behind_nat(lab: &NatLab) -> (Net, [SocketAddr; 2], [String; 2], [Api; 2]) {
+    let mut net = nat_pair(lab);
+    let admins = start_linked(&mut net);
+    let ids = [net.id("a"), net.id("b")];
+    let apis = [
+        api(&net, "a", Duration::from_secs(10)),
+        api(&net, "b", Duration::from_secs(10)),
+    ];
+    (net, admins, ids, apis)
+}
+
 /// Both on loopback, with the same link tuning.
 fn loopback_pair() -> Net {
     let net = Net::mesh(&AB);
@@ -252,13 +265,7 @@ fn with_traffic(
     for line in &notes {
         let _ = writeln!(summary, "  {line}");
     }
-    for p in &producers {
-        let _ = writeln!(summary, "  {}", p.summary());
-        p.add_failures(n, &mut failures);
-    }
-    for c in &consumers {
-        c.judge(n, &mut summary, &mut failures);
-    }
+    peerlink_e2e::traffic::judge_directions(n, &producers, &consumers, &mut summary, &mut failures);
     eprint!("{summary}");
     if !failures.is_empty() {
         for name in AB {
@@ -349,14 +356,8 @@ fn a_nat_that_forgets_its_connections_cuts_no_message() {
     let Some(lab) = NatLab::require(test) else {
         return;
     };
-    let mut net = nat_pair(&lab);
-    let admins = start_linked(&mut net);
-    let (a_id, b_id) = (net.id("a"), net.id("b"));
+    let (net, admins, [a_id, b_id], apis) = linked_behind_nat(&lab);
     let a_port = net.node("a").port;
-    let apis = [
-        api(&net, "a", Duration::from_secs(10)),
-        api(&net, "b", Duration::from_secs(10)),
-    ];
     let lab = &lab;
     let net = with_traffic(test, net, apis, 1_200, 8 * 1024, |net, t| {
         let (mut notes, mut failures) = (Vec::new(), Vec::new());
@@ -428,13 +429,7 @@ fn a_path_dropped_for_a_while_is_declared_dead_on_both_sides() {
     let Some(lab) = NatLab::require(test) else {
         return;
     };
-    let mut net = nat_pair(&lab);
-    let admins = start_linked(&mut net);
-    let (a_id, b_id) = (net.id("a"), net.id("b"));
-    let apis = [
-        api(&net, "a", Duration::from_secs(10)),
-        api(&net, "b", Duration::from_secs(10)),
-    ];
+    let (net, admins, [a_id, b_id], apis) = linked_behind_nat(&lab);
     let lab = &lab;
     let net = with_traffic(test, net, apis, 600, 64 * 1024, |net, t| {
         let (mut notes, mut failures) = (Vec::new(), Vec::new());
