@@ -22,6 +22,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::config::Protocol;
 use crate::metrics::Metrics;
 use crate::peers::PeerTable;
 use crate::signals::Signals;
@@ -43,6 +44,8 @@ pub const MAX_WAIT_SECONDS: u64 = 60;
 /// The API's limits, from the config.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Which partners speak swpt-stomp (their messages need a type and fit 8 KiB).
+    pub stomp: Arc<crate::config::StompSettings>,
     /// Largest message body.
     pub max_message_bytes: usize,
     /// Undelivered messages per partner before sends are refused (503).
@@ -205,6 +208,51 @@ fn check_id(id: &str) -> Result<(), Response> {
     Ok(())
 }
 
+/// Longest accepted Message-Type.
+pub const MAX_MESSAGE_TYPE: usize = 128;
+
+/// What a partner's wire needs of a message: swpt-stomp carries a type (which it
+/// requires) and at most 8,192 bytes; peerlink/1 has no field for a type.
+fn check_for_wire(
+    api: &Api,
+    peer: &str,
+    message_type: Option<&str>,
+    body_len: usize,
+    which: &str,
+) -> Result<(), Response> {
+    if let Some(t) = message_type {
+        if t.is_empty()
+            || t.len() > MAX_MESSAGE_TYPE
+            || t.chars().any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("{which}Message-Type must be 1 to {MAX_MESSAGE_TYPE} visible characters"),
+            ));
+        }
+    }
+    match (api.limits.stomp.protocol_of(peer), message_type) {
+        (Protocol::SwptStomp, None) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("{which}{peer} speaks swpt-stomp: give the message a Message-Type (e.g. PrepareTransfer)"),
+        )),
+        (Protocol::SwptStomp, Some(_)) if body_len > crate::stomp::frame::BODY_MAX_LENGTH => {
+            Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "{which}message of {body_len} bytes: {peer} speaks swpt-stomp, which carries at most {} bytes",
+                    crate::stomp::frame::BODY_MAX_LENGTH
+                ),
+            ))
+        }
+        (Protocol::Peerlink, Some(_)) => Err(error(
+            StatusCode::BAD_REQUEST,
+            format!("{which}Message-Type is carried only to swpt-stomp partners; {peer} speaks peerlink/1"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 fn check_content_type(ct: &str) -> Result<(), Response> {
     if ct.len() > MAX_CONTENT_TYPE || ct.chars().any(char::is_control) {
         return Err(error(
@@ -284,6 +332,16 @@ async fn send(
     if let Err(r) = check_content_type(&content_type) {
         return r;
     }
+    let message_type = match headers.get("message-type") {
+        None => None,
+        Some(v) => match v.to_str() {
+            Ok(s) => Some(s.to_string()),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "Message-Type must be ASCII"),
+        },
+    };
+    if let Err(r) = check_for_wire(&api, &id, message_type.as_deref(), body.len(), "") {
+        return r;
+    }
     if let Err(r) = outbox_has_room(&api, &id, 1).await {
         return r;
     }
@@ -291,6 +349,7 @@ async fn send(
         peer_id: id.clone(),
         message_id,
         content_type,
+        message_type,
         body: body.to_vec(),
     };
     match submit(&api, &id, vec![message]).await {
@@ -313,6 +372,9 @@ struct BatchItem {
     id: Option<String>,
     #[serde(default)]
     content_type: Option<String>,
+    /// The message type (required by swpt-stomp partners).
+    #[serde(default, rename = "type")]
+    message_type: Option<String>,
     body_base64: String,
 }
 
@@ -364,10 +426,15 @@ async fn send_batch(State(api): State<Arc<Api>>, Path(id): Path<String>, body: B
         if let Err(r) = check_content_type(&content_type) {
             return r;
         }
+        let which = format!("messages[{i}]: ");
+        if let Err(r) = check_for_wire(&api, &id, m.message_type.as_deref(), bytes.len(), &which) {
+            return r;
+        }
         batch.push(NewMessage {
             peer_id: id.clone(),
             message_id: m.id,
             content_type,
+            message_type: m.message_type,
             body: bytes,
         });
     }
@@ -414,7 +481,7 @@ async fn inbox(State(api): State<Arc<Api>>, Query(q): Query<InboxQuery>) -> Resp
             let list: Vec<_> = messages
                 .iter()
                 .map(|m| {
-                    json!({
+                    let mut item = json!({
                         "id": m.message_id,
                         "from": m.from_peer,
                         "content_type": m.content_type,
@@ -423,7 +490,11 @@ async fn inbox(State(api): State<Arc<Api>>, Query(q): Query<InboxQuery>) -> Resp
                             time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(m.received_ms) * 1_000_000)
                                 .unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
                         ),
-                    })
+                    });
+                    if let Some(t) = &m.message_type {
+                        item["type"] = json!(t);
+                    }
+                    item
                 })
                 .collect();
             return Json(json!({ "messages": list })).into_response();

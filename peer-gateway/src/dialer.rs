@@ -187,6 +187,24 @@ async fn dial(
     .map_err(|_| DialError::ConnectTimeout)?
     .map_err(DialError::Connect)?;
     crate::socket::tune_peer_socket(&tcp, settings);
+    if ctx.stomp.protocol_of(peer_id) == crate::config::Protocol::SwptStomp {
+        let tls = ctx.trust.current();
+        let handshake = tls.connect_as(tcp, peer_id, peerlink_tls::Wire::SwptStomp);
+        let stream = match tokio::time::timeout(settings.handshake_timeout(), handshake).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                if let peerlink_tls::HandshakeError::Refused(r) = &e {
+                    ctx.record_refusal(r.reason, Some(peer_id), &r.detail);
+                }
+                return Err(DialError::Handshake(e));
+            }
+            Err(_) => return Err(DialError::HandshakeTimeout),
+        };
+        ctx.metrics.handshake_accepted("outbound");
+        return Ok(
+            crate::stomp::driver::run_client(ctx.clone(), peer_id.to_string(), stream).await,
+        );
+    }
     let tls = ctx.trust.current();
     let handshake = async {
         let stream = tls.connect(tcp, peer_id).await.map_err(|e| {

@@ -28,6 +28,7 @@ pub mod reload;
 pub mod server;
 pub mod signals;
 pub mod socket;
+pub mod stomp;
 pub mod store;
 pub mod tiebreak;
 pub mod trust;

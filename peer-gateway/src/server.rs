@@ -74,6 +74,13 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServerError> {
     let admin_listener = tokio::net::TcpListener::bind(config.admin_listen)
         .await
         .map_err(listen_error("admin address ", config.admin_listen))?;
+    let stomp_listener = match config.stomp.listen {
+        Some(addr) => Some(
+            bind_with_backlog(addr, config.link.accept_backlog)
+                .map_err(listen_error("[stomp] listen ", addr))?,
+        ),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::new());
     let store =
         Arc::new(Store::open_observed(&config.database_url, metrics.commit_latency()).await?);
@@ -96,6 +103,7 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServerError> {
         crls,
         signals: signals.clone(),
         settings: settings.clone(),
+        stomp: Arc::new(config.stomp.clone()),
         shutdown: shutdown.clone(),
     };
     let dialer = Dialer {
@@ -122,6 +130,9 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServerError> {
         }
     }
     tokio::spawn(listener::serve(links.clone(), leases.clone(), listener));
+    if let Some(l) = stomp_listener {
+        tokio::spawn(crate::stomp::driver::serve(links.clone(), l));
+    }
     let reloader = Arc::new(Reloader::new(
         dialer.clone(),
         sources,
@@ -159,6 +170,7 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServerError> {
         signals: signals.clone(),
         metrics: metrics.clone(),
         limits: Limits {
+            stomp: links.stomp.clone(),
             max_message_bytes: config.max_message_bytes,
             max_outbox_messages: config.max_outbox_messages,
             token: config.api_token.clone(),

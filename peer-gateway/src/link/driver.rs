@@ -169,7 +169,7 @@ async fn carry_out(
     peer_id: &str,
     hello: &PeerHello,
     session: &mut Session,
-    writer: &Writer,
+    writer: &Writer<Frame>,
 ) -> Option<(Option<Frame>, Result<End, super::LinkError>)> {
     let store = &ctx.store;
     let mut closing = None;

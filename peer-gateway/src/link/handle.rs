@@ -35,6 +35,10 @@ pub enum PingError {
     /// The link failed before the pong.
     #[error("the link failed before the pong: {0}")]
     Failed(String),
+    /// The partner's link is a swpt-stomp connection: STOMP has no ping (its
+    /// heart-beats keep it alive).
+    #[error("swpt-stomp links have no ping (heart-beats watch them)")]
+    Unsupported,
 }
 
 /// Orders a link task can receive.

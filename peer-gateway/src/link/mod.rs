@@ -62,6 +62,8 @@ pub struct LinkContext {
     pub signals: Arc<Signals>,
     /// `[link]` settings.
     pub settings: Arc<LinkConfig>,
+    /// Which partners speak swpt-stomp, and how.
+    pub stomp: Arc<crate::config::StompSettings>,
     /// Cancelled when the gateway stops.
     pub shutdown: CancellationToken,
 }

@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::codec::FramedWrite;
 
-use crate::frame::{Frame, FrameCodec, FrameError};
+use tokio_util::codec::Encoder;
 
 /// Most frames that may wait for the socket before the link is closed: far more
 /// than a window of messages plus the control frames a live partner provokes,
@@ -58,21 +58,24 @@ fn lock(progress: &Mutex<Progress>) -> std::sync::MutexGuard<'_, Progress> {
     progress.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The loop's handle to the writing task.
-pub struct Writer {
+/// The loop's handle to the writing task, for items of type `I` (link frames,
+/// STOMP frames).
+pub struct Writer<I> {
     /// None once closing.
-    queue: Option<mpsc::UnboundedSender<Frame>>,
+    queue: Option<mpsc::UnboundedSender<I>>,
     progress: Arc<Mutex<Progress>>,
     failure: oneshot::Receiver<String>,
     /// None once closed; aborted if the handle is dropped without `close`.
     task: Option<JoinHandle<()>>,
 }
 
-impl Writer {
-    /// Starts writing frames to `io` (the write half of the link's stream).
-    pub fn spawn<W>(io: W, codec: FrameCodec) -> Writer
+impl<I: Send + 'static> Writer<I> {
+    /// Starts writing items to `io` (the write half of the link's stream) with `codec`.
+    pub fn spawn<W, C>(io: W, codec: C) -> Writer<I>
     where
         W: AsyncWrite + Send + Unpin + 'static,
+        C: Encoder<I> + Send + 'static,
+        C::Error: std::fmt::Display + From<std::io::Error> + Send,
     {
         let progress = Arc::new(Mutex::new(Progress {
             pending: 0,
@@ -99,7 +102,7 @@ impl Writer {
 
     /// Queues a frame; never waits. Fails when the writing task has failed or
     /// when the socket has accepted nothing while [`MAX_QUEUED_FRAMES`] piled up.
-    pub fn send(&self, frame: Frame) -> Result<(), WriteError> {
+    pub fn send(&self, frame: I) -> Result<(), WriteError> {
         {
             let mut p = lock(&self.progress);
             if let Some(e) = &p.failed {
@@ -153,7 +156,7 @@ impl Writer {
     /// Queues `frame` (a goodbye), then closes as [`Writer::close`] does. When the
     /// writer is already stalled the frame could not leave anyway, so the stream
     /// is dropped at once.
-    pub async fn close_with(self, frame: Frame, bound: Duration) {
+    pub async fn close_with(self, frame: I, bound: Duration) {
         if self.stalled_for() >= bound {
             return; // dropped: the task is aborted
         }
@@ -162,7 +165,7 @@ impl Writer {
     }
 }
 
-impl Drop for Writer {
+impl<I> Drop for Writer<I> {
     fn drop(&mut self) {
         // A link that ends without `close` (a stalled writer, a panic, a cancelled
         // task) must not leave its writer holding the connection.
@@ -172,15 +175,17 @@ impl Drop for Writer {
     }
 }
 
-async fn write_frames<W>(
-    mut sink: FramedWrite<Stamped<W>, FrameCodec>,
-    mut frames: mpsc::UnboundedReceiver<Frame>,
+async fn write_frames<W, C, I>(
+    mut sink: FramedWrite<Stamped<W>, C>,
+    mut frames: mpsc::UnboundedReceiver<I>,
     progress: Arc<Mutex<Progress>>,
     report: oneshot::Sender<String>,
 ) where
     W: AsyncWrite + Send + Unpin + 'static,
+    C: Encoder<I>,
+    C::Error: std::fmt::Display + From<std::io::Error>,
 {
-    let result: Result<(), FrameError> = async {
+    let result: Result<(), C::Error> = async {
         while let Some(first) = frames.recv().await {
             let mut written = 1u64;
             sink.feed(first).await?;
@@ -242,6 +247,7 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for Stamped<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::{Frame, FrameCodec};
     use futures_util::StreamExt;
     use tokio_util::codec::FramedRead;
 

@@ -3,10 +3,42 @@
 
 use sqlx::Row;
 
-use super::{now_ms, InboxMessage, WireMessage, MAX_EPOCHS_PER_PEER};
+use super::{now_ms, random_id, InboxMessage, UntrackedMessage, WireMessage, MAX_EPOCHS_PER_PEER};
 use super::{Backend, Store, StoreError, WritePool};
 
 impl Store {
+    /// Stores messages that came without a sequence number (a swpt-stomp
+    /// partner's SENDs), each under a new id, in one transaction; returns how
+    /// many. No deduplication is possible: swpt_stomp numbers messages per
+    /// connection, so a resend after a reconnect is stored again (at least once).
+    pub async fn store_untracked(
+        &self,
+        peer: &str,
+        messages: &[UntrackedMessage],
+    ) -> Result<u64, StoreError> {
+        let started = std::time::Instant::now();
+        let now = now_ms();
+        let result = on_pool!(self, |pool, q| {
+            let mut tx = pool.begin_write().await.map_err(StoreError::from_db)?;
+            for m in messages {
+                sqlx::query(&q("INSERT INTO inbox (from_peer, message_id, content_type, message_type, body, received_ms) VALUES (?, ?, ?, ?, ?, ?)"))
+                    .bind(peer)
+                    .bind(format!("stomp-{}", random_id()))
+                    .bind(&m.content_type)
+                    .bind(&m.message_type)
+                    .bind(&m.body)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StoreError::from_db)?;
+            }
+            tx.commit().await.map_err(StoreError::from_db)?;
+            Ok(messages.len() as u64)
+        });
+        crate::metrics::observe(&self.commit_latency, started.elapsed());
+        result
+    }
+
     /// Stores messages received from `peer` (outbox epoch `epoch`), skipping resends;
     /// returns the highest sequence number now stored, to acknowledge, and how many
     /// messages were new.
@@ -60,10 +92,11 @@ impl Store {
                     continue; // a resend of something already stored
                 }
                 new += 1;
-                sqlx::query(&q("INSERT INTO inbox (from_peer, message_id, content_type, body, received_ms) VALUES (?, ?, ?, ?, ?) ON CONFLICT (from_peer, message_id) DO NOTHING"))
+                sqlx::query(&q("INSERT INTO inbox (from_peer, message_id, content_type, message_type, body, received_ms) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (from_peer, message_id) DO NOTHING"))
                     .bind(peer)
                     .bind(&m.message_id)
                     .bind(&m.content_type)
+                    .bind(&m.message_type)
                     .bind(&m.body)
                     .bind(now)
                     .execute(&mut *tx)
@@ -101,7 +134,7 @@ impl Store {
     /// The oldest unacknowledged inbox messages, in arrival order.
     pub async fn inbox(&self, limit: i64) -> Result<Vec<InboxMessage>, StoreError> {
         on_pool!(self, |pool, q| {
-            let rows = sqlx::query(&q("SELECT from_peer, message_id, content_type, body, received_ms FROM inbox ORDER BY id LIMIT ?"))
+            let rows = sqlx::query(&q("SELECT from_peer, message_id, content_type, body, received_ms, message_type FROM inbox ORDER BY id LIMIT ?"))
                 .bind(limit)
                 .fetch_all(pool)
                 .await
@@ -114,6 +147,7 @@ impl Store {
                         content_type: r.try_get(2)?,
                         body: r.try_get(3)?,
                         received_ms: r.try_get(4)?,
+                        message_type: r.try_get(5)?,
                     })
                 })
                 .collect()

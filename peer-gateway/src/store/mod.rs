@@ -81,6 +81,8 @@ pub struct NewMessage {
     pub message_id: Option<String>,
     /// Media type, kept end to end.
     pub content_type: String,
+    /// Message type (Swaptacular's `type`), carried by swpt-stomp links.
+    pub message_type: Option<String>,
     /// The bytes.
     pub body: Vec<u8>,
 }
@@ -112,6 +114,19 @@ pub struct WireMessage {
     pub message_id: String,
     /// Media type.
     pub content_type: String,
+    /// Message type, if any (swpt-stomp links carry it).
+    pub message_type: Option<String>,
+    /// The bytes.
+    pub body: Vec<u8>,
+}
+
+/// A message that arrived without a sequence number (swpt-stomp).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UntrackedMessage {
+    /// Media type.
+    pub content_type: String,
+    /// Message type.
+    pub message_type: String,
     /// The bytes.
     pub body: Vec<u8>,
 }
@@ -125,6 +140,8 @@ pub struct InboxMessage {
     pub message_id: String,
     /// Media type.
     pub content_type: String,
+    /// Message type, if the partner gave one.
+    pub message_type: Option<String>,
     /// The bytes.
     pub body: Vec<u8>,
     /// Unix milliseconds when it was stored.
@@ -264,7 +281,7 @@ pub fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-fn random_id() -> String {
+pub(crate) fn random_id() -> String {
     use rand_core::RngCore;
     let mut bytes = [0u8; 16];
     rand_core::OsRng.fill_bytes(&mut bytes);

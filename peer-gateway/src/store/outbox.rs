@@ -84,11 +84,12 @@ impl Store {
                 let Some(seq) = next_seq.get_mut(m.peer_id.as_str()) else {
                     continue; // counted above: unreachable
                 };
-                sqlx::query(&q("INSERT INTO outbox (peer_id, seq, message_id, content_type, body, created_ms) VALUES (?, ?, ?, ?, ?, ?)"))
+                sqlx::query(&q("INSERT INTO outbox (peer_id, seq, message_id, content_type, message_type, body, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"))
                     .bind(&m.peer_id)
                     .bind(*seq)
                     .bind(id)
                     .bind(&m.content_type)
+                    .bind(&m.message_type)
                     .bind(&m.body)
                     .bind(now)
                     .execute(&mut *tx)
@@ -117,7 +118,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<WireMessage>, StoreError> {
         on_pool!(self, |pool, q| {
-            let rows = sqlx::query(&q("SELECT seq, message_id, content_type, body FROM outbox WHERE peer_id = ? AND seq > ? ORDER BY seq LIMIT ?"))
+            let rows = sqlx::query(&q("SELECT seq, message_id, content_type, body, message_type FROM outbox WHERE peer_id = ? AND seq > ? ORDER BY seq LIMIT ?"))
                 .bind(peer)
                 .bind(after_seq)
                 .bind(limit)
@@ -131,6 +132,7 @@ impl Store {
                         message_id: r.try_get(1)?,
                         content_type: r.try_get(2)?,
                         body: r.try_get(3)?,
+                        message_type: r.try_get(4)?,
                     })
                 })
                 .collect()

@@ -13,6 +13,7 @@ fn msg(peer: &str, id: Option<&str>, body: &str) -> NewMessage {
         peer_id: peer.into(),
         message_id: id.map(str::to_string),
         content_type: "text/plain".into(),
+        message_type: None,
         body: body.as_bytes().to_vec(),
     }
 }
@@ -22,6 +23,7 @@ fn wire(seq: i64, id: &str) -> WireMessage {
         seq,
         message_id: id.into(),
         content_type: "text/plain".into(),
+        message_type: None,
         body: id.as_bytes().to_vec(),
     }
 }
@@ -326,6 +328,34 @@ async fn abandoned_writes_leave_no_transaction_open() {
                 "{kind}: write {i} after abandoned writes: {done:?}"
             );
         }
+        store.close().await;
+    }
+}
+
+/// Messages from a swpt-stomp partner have no sequence number: each is stored
+/// under a new id, with its type, and a resend is stored again (at least once).
+#[tokio::test]
+async fn untracked_messages_keep_their_type_and_are_never_deduplicated() {
+    for (store, _dir) in stores().await {
+        let kind = store.kind();
+        let m = UntrackedMessage {
+            content_type: "application/json".into(),
+            message_type: "PrepareTransfer".into(),
+            body: b"{}".to_vec(),
+        };
+        assert_eq!(store.store_untracked("a", &[m.clone(), m.clone()]).await.unwrap(), 2);
+        assert_eq!(store.store_untracked("a", &[m]).await.unwrap(), 1);
+        let inbox = store.inbox(10).await.unwrap();
+        assert_eq!(inbox.len(), 3, "{kind}");
+        assert!(inbox
+            .iter()
+            .all(|i| i.message_type.as_deref() == Some("PrepareTransfer")));
+        // A typed outbox message keeps its type to the wire.
+        let mut typed = msg("b", Some("t1"), "x");
+        typed.message_type = Some("AccountUpdate".into());
+        store.enqueue(&[typed]).await.unwrap();
+        let out = store.outbox_after("b", 0, 10).await.unwrap();
+        assert_eq!(out[0].message_type.as_deref(), Some("AccountUpdate"), "{kind}");
         store.close().await;
     }
 }

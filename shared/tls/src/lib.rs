@@ -62,6 +62,18 @@ pub use verifier::{claimed_peer, identify_client, verify_server, MAX_PRESENTED_I
 /// The ALPN protocol id of link protocol version 1.
 pub const ALPN: &[u8] = b"peerlink/1";
 
+/// What a connection carries, which decides its ALPN: `peerlink/1` links must
+/// negotiate [`ALPN`]; Swaptacular's STOMP links (swpt_stomp) use none, on a
+/// listener of their own. Both use the same certificates and the same
+/// validation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Wire {
+    /// `peerlink/1` links.
+    Peerlink,
+    /// STOMP 1.2 links with Swaptacular nodes (no ALPN).
+    SwptStomp,
+}
+
 /// Why our side refused a peer's certificate chain. `reason` is a stable
 /// identifier for metrics (the validator's kinds plus `unknown_peer`,
 /// `peer_inactive`, `own_node`, `wrong_peer`); `detail` is for the log only and
@@ -156,6 +168,9 @@ impl HandshakeError {
 #[error("TLS set-up: {0}")]
 pub struct TlsSetupError(String);
 
+/// Client configurations by (partner, wire).
+type ClientConfigs = HashMap<(String, Wire), Arc<ClientConfig>>;
+
 /// The node's TLS configurations for accepting and dialing partners.
 #[derive(Clone)]
 pub struct PeerTls {
@@ -163,10 +178,12 @@ pub struct PeerTls {
     identity: Arc<ServerIdentity>,
     provider: Arc<CryptoProvider>,
     server: Arc<ServerConfig>,
-    /// Client configurations by partner, built on first dial: building one parses
-    /// our private key, which costs more than a tenth of a handshake. The cache
-    /// lives as long as this trust snapshot, so a reload starts afresh.
-    client_configs: Arc<Mutex<HashMap<String, Arc<ClientConfig>>>>,
+    /// The same without ALPN, for STOMP links.
+    stomp_server: Arc<ServerConfig>,
+    /// Client configurations by partner and wire, built on first dial: building
+    /// one parses our private key, which costs more than a tenth of a handshake.
+    /// The cache lives as long as this trust snapshot, so a reload starts afresh.
+    client_configs: Arc<Mutex<ClientConfigs>>,
 }
 
 impl fmt::Debug for PeerTls {
@@ -206,14 +223,16 @@ impl PeerTls {
                 key_der(&identity),
             )
             .map_err(|e| TlsSetupError(format!("server certificate and key: {e}")))?;
-        server.alpn_protocols = vec![ALPN.to_vec()];
         server.session_storage = Arc::new(NoServerSessionStorage {});
         server.send_tls13_tickets = 0;
+        let stomp_server = server.clone();
+        server.alpn_protocols = vec![ALPN.to_vec()];
         Ok(PeerTls {
             trust,
             identity,
             provider,
             server: Arc::new(server),
+            stomp_server: Arc::new(stomp_server),
             client_configs: Arc::default(),
         })
     }
@@ -236,6 +255,15 @@ impl PeerTls {
     /// A client configuration for dialing `peer_id`: presents [our server cert, the
     /// cross-cert the peer issued us] and trusts only the peer's pinned root.
     pub fn client_config(&self, peer_id: &str) -> Result<Arc<ClientConfig>, HandshakeError> {
+        self.client_config_for(peer_id, Wire::Peerlink)
+    }
+
+    /// [`PeerTls::client_config`] for a wire: STOMP links offer no ALPN.
+    pub fn client_config_for(
+        &self,
+        peer_id: &str,
+        wire: Wire,
+    ) -> Result<Arc<ClientConfig>, HandshakeError> {
         let peer = self.trust.peers.get(peer_id).ok_or_else(|| {
             HandshakeError::NotDialable(peer_id.into(), "not a registered partner".into())
         })?;
@@ -249,7 +277,7 @@ impl PeerTls {
             .client_configs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(peer_id)
+            .get(&(peer_id.to_string(), wire))
             .cloned();
         if let Some(config) = cached {
             return Ok(config);
@@ -277,14 +305,16 @@ impl PeerTls {
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(chain, key_der(&self.identity))
             .map_err(|e| HandshakeError::Tls(e.to_string()))?;
-        config.alpn_protocols = vec![ALPN.to_vec()];
+        if wire == Wire::Peerlink {
+            config.alpn_protocols = vec![ALPN.to_vec()];
+        }
         config.resumption = Resumption::disabled();
         config.enable_sni = false;
         let config = Arc::new(config);
         self.client_configs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(peer_id.to_string(), config.clone());
+            .insert((peer_id.to_string(), wire), config.clone());
         Ok(config)
     }
 
@@ -296,13 +326,30 @@ impl PeerTls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.server.clone());
+        self.accept_as(stream, Wire::Peerlink).await
+    }
+
+    /// [`PeerTls::accept`] for a wire: `peerlink/1` must negotiate [`ALPN`],
+    /// STOMP links negotiate none.
+    pub async fn accept_as<S>(
+        &self,
+        stream: S,
+        wire: Wire,
+    ) -> Result<(tokio_rustls::server::TlsStream<S>, String), HandshakeError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let config = match wire {
+            Wire::Peerlink => self.server.clone(),
+            Wire::SwptStomp => self.stomp_server.clone(),
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
         let tls = acceptor
             .accept(stream)
             .await
             .map_err(HandshakeError::from_io)?;
         let (_, conn) = tls.get_ref();
-        if conn.alpn_protocol() != Some(ALPN) {
+        if wire == Wire::Peerlink && conn.alpn_protocol() != Some(ALPN) {
             return Err(HandshakeError::Alpn);
         }
         let leaf = conn
@@ -329,7 +376,20 @@ impl PeerTls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let config = self.client_config(peer_id)?;
+        self.connect_as(stream, peer_id, Wire::Peerlink).await
+    }
+
+    /// [`PeerTls::connect`] for a wire.
+    pub async fn connect_as<S>(
+        &self,
+        stream: S,
+        peer_id: &str,
+        wire: Wire,
+    ) -> Result<tokio_rustls::client::TlsStream<S>, HandshakeError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let config = self.client_config_for(peer_id, wire)?;
         let connector = tokio_rustls::TlsConnector::from(config);
         let name = ServerName::try_from("peerlink.invalid")
             .map_err(|e| HandshakeError::Tls(e.to_string()))?;
@@ -337,7 +397,7 @@ impl PeerTls {
             .connect(name, stream)
             .await
             .map_err(HandshakeError::from_io)?;
-        if tls.get_ref().1.alpn_protocol() != Some(ALPN) {
+        if wire == Wire::Peerlink && tls.get_ref().1.alpn_protocol() != Some(ALPN) {
             return Err(HandshakeError::Alpn);
         }
         Ok(tls)

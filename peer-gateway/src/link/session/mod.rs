@@ -490,6 +490,7 @@ impl Session {
                         seq,
                         message_id: id,
                         content_type,
+                        message_type: None,
                         body: body.to_vec(),
                     });
                 }

@@ -47,6 +47,7 @@ fn wire(seq: i64, body: &str) -> WireMessage {
         seq,
         message_id: format!("m{seq}"),
         content_type: "text/plain".into(),
+        message_type: None,
         body: body.as_bytes().to_vec(),
     }
 }
