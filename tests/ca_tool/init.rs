@@ -158,6 +158,80 @@ fn full_flow_root_key_storage() {
 }
 
 #[test]
+fn interop_root_keys_of_every_key_type_open_in_openssl() {
+    // docs/ca-tool.md: `openssl pkey` reads the root key with the passphrase,
+    // whatever its type. OpenSSL 3.0 could not decode the Ed25519 ones (version 2
+    // PKCS#8 with a public key, which ca-tool no longer writes).
+    let w = world();
+    let t = tmp();
+    let mut pass_arg = OsString::from("file:");
+    pass_arg.push(&w.pass);
+    for (key_type, openssl_says) in [
+        ("ecdsa-p256", "NIST CURVE: P-256"),
+        ("ecdsa-p384", "NIST CURVE: P-384"),
+        ("ed25519", "ED25519 Private-Key"),
+        ("rsa-2048", "Private-Key: (2048 bit"),
+        ("rsa-3072", "Private-Key: (3072 bit"),
+        ("rsa-4096", "Private-Key: (4096 bit"),
+    ] {
+        let ca = CaFixture::init(
+            &t.path().join(key_type),
+            ORG,
+            "Every Key",
+            Some(key_type),
+            None,
+            &w.pass,
+        );
+        let key = ca.root_key();
+        let text = openssl(args![
+            "pkey", "-in", &key, "-passin", &pass_arg, "-noout", "-text"
+        ]);
+        assert!(
+            text.success(),
+            "{key_type}: openssl pkey cannot read the root key:\n{text:?}"
+        );
+        text.assert_stdout_contains(openssl_says);
+        // The key is the root certificate's.
+        let from_key = openssl(args!["pkey", "-in", &key, "-passin", &pass_arg, "-pubout"]);
+        from_key.assert_success();
+        let from_cert = openssl(args!["x509", "-in", ca.root_cert(), "-noout", "-pubkey"]);
+        assert_eq!(from_key.stdout, from_cert.stdout, "{key_type}");
+        // PBES2 with scrypt and AES-256-CBC, for every type.
+        let asn1 = openssl(args!["asn1parse", "-in", &key]);
+        asn1.assert_success();
+        for part in ["PBES2", "scrypt", "aes-256-cbc"] {
+            assert!(asn1.stdout.contains(part), "{key_type}: {}", asn1.stdout);
+        }
+        // The root's subjectKeyIdentifier is the one openssl computes for the
+        // key (`subjectKeyIdentifier = hash`, RFC 5280 method 1).
+        let mine = t.path().join(format!("{key_type}-openssl.crt"));
+        openssl(args![
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &key,
+            "-passin",
+            &pass_arg,
+            "-subj",
+            "/CN=x",
+            "-days",
+            "1",
+            "-addext",
+            "subjectKeyIdentifier=hash",
+            "-out",
+            &mine
+        ])
+        .assert_success();
+        assert_eq!(
+            ski(&parse_cert(&der_of(&ca.root_cert()))),
+            ski(&parse_cert(&der_of(&mine))),
+            "{key_type}: root SKI"
+        );
+    }
+}
+
+#[test]
 fn bad_input_init_over_an_existing_ca() {
     let w = world();
     let t = tmp();

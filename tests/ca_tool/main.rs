@@ -10,6 +10,7 @@
 //! | `server` | `sign-server`: the gateway certificate profile |
 //! | `revocation` | `revoke`, `crl` |
 //! | `verify` | `verify` (and `openssl verify`): chains, name constraints, pathlen |
+//! | `key_ids` | key identifiers: chains mixing ca-tool CAs and CAs made by openssl as Swaptacular's scripts make them |
 //! | `shared_options` | what every signing command shares: the passphrase file, input files, `--days`, `--out` |
 //! | `certs` | (helpers) reading certificates, the peer-certificate profile, signing by hand |
 //!
@@ -34,6 +35,7 @@ use x509_parser::prelude::*;
 mod bundles;
 mod certs;
 mod init;
+mod key_ids;
 mod peers;
 mod revocation;
 mod server;

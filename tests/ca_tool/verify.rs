@@ -343,3 +343,84 @@ fn security_partner_root_cannot_pass_as_another_node() {
         &["constraint", "permitted", "outside", "not within"],
     );
 }
+
+/// `date -u -d +<offset> +<format>`.
+fn date_in(offset: &str, format: &str) -> String {
+    let o = run_program("date", ["-u", "-d", offset, format]);
+    o.assert_success();
+    o.stdout.trim().to_string()
+}
+
+#[test]
+fn security_an_expired_anchor_is_refused() {
+    // A root valid for one day, and a leaf it signed (by hand, with openssl)
+    // for 30 days: three days from now only the root has expired. openssl, Go
+    // and x509-limbo (rfc5280::validity::expired-root) refuse such a chain.
+    let w = world();
+    let t = tmp();
+    let dir = t.path().join("short");
+    let mut init = init_args(&dir, ORG, "Short", &w.pass);
+    init.extend(args!["--days", "1"]);
+    ca_tool(&init).assert_success();
+    let root = dir.join("root-ca.crt");
+    let csr = openssl_csr_in(
+        t.path(),
+        "leaf",
+        "p256",
+        "/O=Example Network/OU=Short/CN=gw",
+    );
+    let ext = t.path().join("leaf.ext");
+    write_file(&ext, LEAF_EXTS, 0o644);
+    let leaf = t.path().join("leaf.crt");
+    let mut pass_arg = OsString::from("file:");
+    pass_arg.push(&w.pass);
+    openssl_sign_csr(
+        &csr,
+        &root,
+        &dir.join("private").join("root-ca.key"),
+        "0x6b6b6b6b6b6b6b6b6b",
+        &ext,
+        &args!["-passin", pass_arg],
+        &leaf,
+    );
+    // Today the chain is valid for both.
+    assert_openssl_ok(&openssl_verify(
+        &["-purpose", "sslclient"],
+        &root,
+        &[],
+        &leaf,
+    ));
+    ca_verify(&root, &[], &[], &["--purpose", "client"], &leaf).assert_success();
+    // In three days: openssl refuses (error 10, certificate has expired, at the root)...
+    let later_epoch = date_in("+3 days", "+%s");
+    let o = openssl_verify(
+        &["-purpose", "sslclient", "-attime", &later_epoch],
+        &root,
+        &[],
+        &leaf,
+    );
+    o.assert_failure();
+    assert!(o.all_output().contains("error 10"), "{o:?}");
+    // ...and so does ca-tool, naming the anchor.
+    let later = date_in("+3 days", "+%Y-%m-%dT%H:%M:%SZ");
+    let out = ca_verify(
+        &root,
+        &[],
+        &[],
+        &["--purpose", "client", "--at", &later],
+        &leaf,
+    );
+    assert_invalid(&out, &["expired"]);
+    out.assert_stderr_contains("anchor certificate (O=Example Network, OU=Short");
+    // The root alone, verified as the leaf, is refused the same way.
+    assert_invalid(
+        &ca_verify(
+            &root,
+            &[],
+            &[],
+            &["--purpose", "any", "--at", &later],
+            &root,
+        ),
+        &["expired"],
+    );
+}

@@ -54,11 +54,19 @@ pub fn check_passphrase(passphrase: &[u8]) -> Result<(), KeyFileError> {
 }
 
 /// Encrypts `key` with `passphrase` (PBES2, scrypt, AES-256-CBC) as PEM.
+///
+/// The plaintext inside is always a version 1 PrivateKeyInfo (RFC 5208), with
+/// no `publicKey` field: OpenSSL 3.0 decodes PKCS#8 with a template that has no
+/// such field, so the version 2 form (RFC 5958 OneAsymmetricKey) that ring
+/// generates for Ed25519 keys decrypts there but then fails to decode
+/// ("unsupported"). Dropping the field loses nothing: the public key is
+/// derived from the private key again when the key is loaded.
 pub fn encrypt_pem(key: &PrivateKey, passphrase: &[u8]) -> Result<Zeroizing<String>, KeyFileError> {
     check_passphrase(passphrase)?;
     let generation = |e: &dyn std::fmt::Display| KeyError::Generation(e.to_string());
-    let info = PrivateKeyInfo::from_der(key.pkcs8_der())
+    let mut info = PrivateKeyInfo::from_der(key.pkcs8_der())
         .map_err(|e| KeyError::Unsupported("key".into(), e.to_string()))?;
+    info.public_key = None;
     let mut salt = [0u8; 16];
     let mut iv = [0u8; 16];
     OsRng.fill_bytes(&mut salt);
@@ -113,8 +121,32 @@ mod tests {
             assert!(pem.starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
             let back = decrypt_pem(pem.as_bytes(), b"correct horse", "k").unwrap();
             assert_eq!(back.key_type(), kt);
-            assert_eq!(back.pkcs8_der(), key.pkcs8_der());
+            assert_eq!(
+                back.public_key_der().unwrap(),
+                key.public_key_der().unwrap()
+            );
+            // What was stored is a version 1 PrivateKeyInfo, which OpenSSL 3.0 decodes.
+            let stored = PrivateKeyInfo::from_der(back.pkcs8_der()).unwrap();
+            assert_eq!(stored.public_key, None, "{kt}");
+            assert_eq!(stored.version(), pkcs8::Version::V1, "{kt}");
         }
+    }
+
+    #[test]
+    fn ed25519_keys_are_stored_without_the_v2_public_key() {
+        // ring generates Ed25519 keys as version 2 (with publicKey), which
+        // OpenSSL 3.0 cannot decode; the stored form must not carry it.
+        let key = PrivateKey::generate(KeyType::Ed25519).unwrap();
+        let generated = PrivateKeyInfo::from_der(key.pkcs8_der()).unwrap();
+        assert_eq!(generated.version(), pkcs8::Version::V2);
+        let pem = encrypt_pem(&key, b"correct horse").unwrap();
+        let back = decrypt_pem(pem.as_bytes(), b"correct horse", "k").unwrap();
+        let stored = PrivateKeyInfo::from_der(back.pkcs8_der()).unwrap();
+        assert_eq!(stored.version(), pkcs8::Version::V1);
+        assert_eq!(stored.private_key, generated.private_key);
+        // The key still signs, and its public key is the generated one.
+        let signing = back.signing_key().unwrap();
+        rcgen::SigningKey::sign(&signing, b"message").unwrap();
     }
 
     #[test]

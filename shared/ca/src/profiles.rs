@@ -22,6 +22,48 @@ use peerlink_pki::keys::{KeyType, PrivateKey};
 /// Certificates start this long before "now" to tolerate clock skew between hosts.
 pub const BACKDATE: Duration = Duration::minutes(5);
 
+/// The key identifier of a public key by RFC 5280 section 4.2.1.2 method 1: the
+/// SHA-1 hash of the subjectPublicKey BIT STRING's contents (without tag,
+/// length or unused-bits octet).
+///
+/// This is what openssl writes for `subjectKeyIdentifier = hash` and
+/// `authorityKeyIdentifier = keyid`, and openssl refuses an issuer whose
+/// subjectKeyIdentifier differs from the authorityKeyIdentifier of the
+/// certificate below it. Partners with openssl-made CAs (every Swaptacular
+/// node) cross-sign our root with this identifier, so our certificates must
+/// name it too. SHA-1 serves as a name here, not as a signature hash.
+pub fn key_identifier(spki_der: &[u8]) -> Result<Vec<u8>, IssueError> {
+    let spki = match x509_parser::x509::SubjectPublicKeyInfo::from_der(spki_der) {
+        Ok(([], spki)) => spki,
+        Ok(_) => {
+            return Err(IssueError::Build(
+                "public key: trailing data after the SubjectPublicKeyInfo".into(),
+            ))
+        }
+        Err(e) => return Err(IssueError::Build(format!("public key: {e}"))),
+    };
+    if spki.subject_public_key.unused_bits != 0 {
+        return Err(IssueError::Build(
+            "public key: the subjectPublicKey BIT STRING has unused bits".into(),
+        ));
+    }
+    let digest = ring::digest::digest(
+        &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        &spki.subject_public_key.data,
+    );
+    Ok(digest.as_ref().to_vec())
+}
+
+/// The subjectKeyIdentifier of a certificate, if it has one.
+fn subject_key_id(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::SubjectKeyIdentifier(id) => Some(id.0.to_vec()),
+            _ => None,
+        })
+}
+
 /// Why a certificate or CRL could not be issued.
 #[derive(Debug, thiserror::Error)]
 pub enum IssueError {
@@ -126,7 +168,8 @@ pub fn validity_days(days: u32) -> Result<(OffsetDateTime, OffsetDateTime), Issu
     Ok((now - BACKDATE, now + Duration::days(days as i64)))
 }
 
-/// Creates the self-signed root CA certificate (pathlen 1, keyCertSign + cRLSign, SKI).
+/// Creates the self-signed root CA certificate (pathlen 1, keyCertSign + cRLSign,
+/// SKI by method 1: [`key_identifier`]).
 pub fn issue_root(key: &PrivateKey, name: &NodeName, days: u32) -> Result<Vec<u8>, IssueError> {
     let signing = key.signing_key()?;
     issue_root_with(&signing, name, days, build_err)
@@ -186,7 +229,8 @@ fn issue_root_with<K: rcgen::SigningKey>(
     params.serial_number = Some(random_serial());
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    params.key_identifier_method = KeyIdMethod::Sha256;
+    let spki = rcgen::PublicKeyData::subject_public_key_info(key);
+    params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(&spki)?);
     let cert = params.self_signed(key).map_err(error)?;
     Ok(cert.der().to_vec())
 }
@@ -196,7 +240,51 @@ pub struct RootSigner {
     cert_der: Vec<u8>,
     identity: NodeIdentity,
     issuer: Issuer<'static, RootKey>,
+    /// What the authorityKeyIdentifier of everything this root signs names.
+    key_id: Vec<u8>,
     key_type: KeyType,
+}
+
+/// The rcgen issuer for a root certificate, and the key identifier that the
+/// authorityKeyIdentifier of every certificate and CRL it signs names.
+///
+/// That identifier is the root's own subjectKeyIdentifier, byte for byte,
+/// whatever method made it: openssl accepts an issuer only when the two are
+/// equal, and a CA whose root predates method-1 identifiers (ca-tool wrote a
+/// truncated SHA-256 then) must keep naming the SKI its root carries so that
+/// its old and new certificates chain under the same root. A root without an
+/// SKI is named by the method-1 identifier of its key, as openssl does.
+fn root_issuer<K: rcgen::SigningKey>(
+    cert_der: &[u8],
+    identity: &NodeIdentity,
+    key: K,
+) -> Result<(Issuer<'static, K>, Vec<u8>), IssueError> {
+    let (_, cert) = X509Certificate::from_der(cert_der)
+        .map_err(|e| IssueError::Mismatch(format!("root certificate: {e}")))?;
+    let key_id = match subject_key_id(&cert) {
+        Some(ski) => ski,
+        None => key_identifier(&identity.spki_der)?,
+    };
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen_name(cert.subject())?;
+    params.key_identifier_method = KeyIdMethod::PreSpecified(key_id.clone());
+    // rcgen refuses to sign a CRL with an issuer whose keyUsage lacks cRLSign;
+    // keep that check by handing it the root's actual keyUsage.
+    if let Ok(Some(ku)) = cert.key_usage() {
+        let bits = [
+            (
+                ku.value.digital_signature(),
+                KeyUsagePurpose::DigitalSignature,
+            ),
+            (ku.value.key_cert_sign(), KeyUsagePurpose::KeyCertSign),
+            (ku.value.crl_sign(), KeyUsagePurpose::CrlSign),
+        ];
+        params.key_usages = bits
+            .into_iter()
+            .filter_map(|(set, purpose)| set.then_some(purpose))
+            .collect();
+    }
+    Ok((Issuer::new(params, key), key_id))
 }
 
 impl RootSigner {
@@ -207,12 +295,12 @@ impl RootSigner {
         if key.public_key_der()? != identity.spki_der {
             return Err(IssueError::KeyMismatch(identity.subject));
         }
-        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), RootKey::File(signing))
-            .map_err(build_err)?;
+        let (issuer, key_id) = root_issuer(&cert_der, &identity, RootKey::File(signing))?;
         Ok(RootSigner {
             cert_der,
             identity,
             issuer,
+            key_id,
             key_type: key.key_type(),
         })
     }
@@ -229,12 +317,12 @@ impl RootSigner {
             return Err(IssueError::KeyMismatch(identity.subject));
         }
         let key_type = key.key_type();
-        let issuer = Issuer::from_ca_cert_der(&cert_der.as_slice().into(), RootKey::Token(key))
-            .map_err(build_err)?;
+        let (issuer, key_id) = root_issuer(&cert_der, &identity, RootKey::Token(key))?;
         Ok(RootSigner {
             cert_der,
             identity,
             issuer,
+            key_id,
             key_type,
         })
     }
@@ -309,10 +397,12 @@ impl RootSigner {
             permitted_subtrees: vec![GeneralSubtree::DirectoryName(dn)],
             excluded_subtrees: vec![],
         });
-        params.key_identifier_method = match &partner.ski {
-            Some(ski) => KeyIdMethod::PreSpecified(ski.clone()),
-            None => KeyIdMethod::Sha256,
-        };
+        // The partner's root SKI, byte for byte, whatever method made it: the
+        // partner's certificates name it in their AKI.
+        params.key_identifier_method = KeyIdMethod::PreSpecified(match &partner.ski {
+            Some(ski) => ski.clone(),
+            None => key_identifier(&partner.spki_der)?,
+        });
         params.use_authority_key_identifier_extension = true;
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(&partner.spki_der)
             .map_err(|e| IssueError::Build(format!("partner key: {e}")))?;
@@ -356,7 +446,7 @@ impl RootSigner {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        params.key_identifier_method = KeyIdMethod::Sha256;
+        params.key_identifier_method = KeyIdMethod::PreSpecified(key_identifier(&csr.spki_der)?);
         params.use_authority_key_identifier_extension = true;
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(&csr.spki_der)
             .map_err(|e| IssueError::Build(format!("CSR key: {e}")))?;
@@ -376,6 +466,7 @@ impl RootSigner {
                 "public key differs from the CSR's".into(),
             ));
         }
+        self.check_key_ids(&parsed)?;
         issued(der, capped)
     }
 
@@ -402,10 +493,7 @@ impl RootSigner {
             crl_number: SerialNumber::from_slice(&crl_number.to_be_bytes()),
             issuing_distribution_point: None,
             revoked_certs,
-            key_identifier_method: match &self.identity.ski {
-                Some(ski) => KeyIdMethod::PreSpecified(ski.clone()),
-                None => KeyIdMethod::Sha256,
-            },
+            key_identifier_method: KeyIdMethod::PreSpecified(self.key_id.clone()),
         };
         let crl = params.signed_by(&self.issuer).map_err(|e| self.err(e))?;
         Ok(crl.der().to_vec())
@@ -435,6 +523,26 @@ impl RootSigner {
                 "issuer is not byte-identical to the root subject".into(),
             ));
         }
+        self.check_key_ids(&parsed)
+    }
+
+    /// Checks that an issued certificate's authorityKeyIdentifier names this
+    /// root's subjectKeyIdentifier: openssl refuses the chain otherwise.
+    fn check_key_ids(&self, parsed: &X509Certificate<'_>) -> Result<(), IssueError> {
+        let aki = parsed
+            .extensions()
+            .iter()
+            .find_map(|ext| match ext.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                    aki.key_identifier.as_ref().map(|id| id.0)
+                }
+                _ => None,
+            });
+        if aki != Some(self.key_id.as_slice()) {
+            return Err(IssueError::Mismatch(
+                "authorityKeyIdentifier does not name the root's subjectKeyIdentifier".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -455,5 +563,185 @@ fn rcgen_reason(reason: Reason) -> RevocationReason {
         Reason::Superseded => RevocationReason::Superseded,
         Reason::CessationOfOperation => RevocationReason::CessationOfOperation,
         Reason::PrivilegeWithdrawn => RevocationReason::PrivilegeWithdrawn,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Self-signed certificates made by `openssl req -x509 -addext
+    /// subjectKeyIdentifier=hash` (P-256, RSA-2048, Ed25519): the reference for
+    /// method-1 key identifiers.
+    const OPENSSL_SKI: &str = include_str!("testdata/openssl_ski.pem");
+
+    fn ski_of(der: &[u8]) -> Option<Vec<u8>> {
+        let (_, cert) = X509Certificate::from_der(der).unwrap();
+        subject_key_id(&cert)
+    }
+
+    fn aki_of(der: &[u8]) -> Option<Vec<u8>> {
+        let (_, cert) = X509Certificate::from_der(der).unwrap();
+        cert.extensions()
+            .iter()
+            .find_map(|ext| match ext.parsed_extension() {
+                ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                    aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+                }
+                _ => None,
+            })
+    }
+
+    fn spki_of(der: &[u8]) -> Vec<u8> {
+        let (_, cert) = X509Certificate::from_der(der).unwrap();
+        cert.public_key().raw.to_vec()
+    }
+
+    fn name(unit: &str) -> NodeName {
+        NodeName::new("Net", unit, &format!("{unit}-id")).unwrap()
+    }
+
+    fn signer(key_type: KeyType, unit: &str) -> RootSigner {
+        let key = PrivateKey::generate(key_type).unwrap();
+        let root = issue_root(&key, &name(unit), 30).unwrap();
+        RootSigner::new(root, &key).unwrap()
+    }
+
+    /// A root made the way another CA might: `tweak` decides its key identifier.
+    fn foreign_root(
+        unit: &str,
+        tweak: impl FnOnce(&mut CertificateParams),
+    ) -> (Vec<u8>, PrivateKey) {
+        let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = name(unit).to_rcgen().unwrap();
+        let (not_before, not_after) = validity_days(30).unwrap();
+        params.not_before = not_before;
+        params.not_after = not_after;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        tweak(&mut params);
+        let der = params
+            .self_signed(&key.signing_key().unwrap())
+            .unwrap()
+            .der()
+            .to_vec();
+        (der, key)
+    }
+
+    fn csr_for(signer: &RootSigner) -> crate::csr::VerifiedCsr {
+        let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+        crate::csr::VerifiedCsr {
+            spki_der: key.public_key_der().unwrap(),
+            key_type: KeyType::EcdsaP256,
+            common_name: None,
+            subject: signer.identity().subject.clone(),
+            requested_extensions: false,
+        }
+    }
+
+    #[test]
+    fn key_identifiers_are_openssl_method_1() {
+        let pems = ::pem::parse_many(OPENSSL_SKI).unwrap();
+        assert_eq!(pems.len(), 3);
+        for pem in pems {
+            let der = pem.contents();
+            assert_eq!(
+                Some(key_identifier(&spki_of(der)).unwrap()),
+                ski_of(der),
+                "openssl's subjectKeyIdentifier = hash"
+            );
+        }
+        assert!(key_identifier(b"\x30\x00").is_err());
+        assert!(key_identifier(b"not DER").is_err());
+    }
+
+    #[test]
+    fn everything_issued_names_method_1_identifiers() {
+        for key_type in [KeyType::EcdsaP256, KeyType::Ed25519, KeyType::Rsa2048] {
+            let ours = signer(key_type, "ours");
+            let root_ski = ski_of(ours.cert_der()).unwrap();
+            assert_eq!(
+                root_ski,
+                key_identifier(&ours.identity().spki_der).unwrap(),
+                "{key_type}: root SKI"
+            );
+            assert_eq!(aki_of(ours.cert_der()), None, "{key_type}: root has no AKI");
+
+            let csr = csr_for(&ours);
+            let server = ours.issue_server_cert(&csr, 30).unwrap();
+            assert_eq!(
+                ski_of(&server.der),
+                Some(key_identifier(&csr.spki_der).unwrap())
+            );
+            assert_eq!(aki_of(&server.der), Some(root_ski.clone()));
+
+            let partner = signer(KeyType::EcdsaP256, "partner");
+            let cross = ours.issue_cross_cert(partner.identity(), 30).unwrap();
+            assert_eq!(ski_of(&cross.der), ski_of(partner.cert_der()));
+            assert_eq!(aki_of(&cross.der), Some(root_ski.clone()));
+
+            let crl = ours.issue_crl(1, &[], 7).unwrap();
+            let (_, crl) =
+                x509_parser::revocation_list::CertificateRevocationList::from_der(&crl).unwrap();
+            let crl_aki = crl
+                .extensions()
+                .iter()
+                .find_map(|ext| match ext.parsed_extension() {
+                    ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                        aki.key_identifier.as_ref().map(|id| id.0.to_vec())
+                    }
+                    _ => None,
+                });
+            assert_eq!(crl_aki, Some(root_ski));
+        }
+    }
+
+    #[test]
+    fn an_existing_root_keeps_the_identifier_it_carries() {
+        // A root from before method 1 (ca-tool wrote a truncated SHA-256): what
+        // it issues still names that SKI, so old and new certificates chain.
+        let (old_root, key) =
+            foreign_root("old", |p| p.key_identifier_method = KeyIdMethod::Sha256);
+        let old_ski = ski_of(&old_root).unwrap();
+        assert_ne!(old_ski, key_identifier(&spki_of(&old_root)).unwrap());
+        let old = RootSigner::new(old_root, &key).unwrap();
+        let server = old.issue_server_cert(&csr_for(&old), 30).unwrap();
+        assert_eq!(aki_of(&server.der), Some(old_ski.clone()));
+        let partner = signer(KeyType::EcdsaP256, "partner");
+        let cross = old.issue_cross_cert(partner.identity(), 30).unwrap();
+        assert_eq!(aki_of(&cross.der), Some(old_ski));
+
+        // A root without any SKI is named by the method-1 identifier of its key.
+        let (bare_root, key) = foreign_root("bare", |p| p.is_ca = IsCa::NoCa);
+        assert_eq!(ski_of(&bare_root), None);
+        let bare = RootSigner::new(bare_root.clone(), &key).unwrap();
+        let server = bare.issue_server_cert(&csr_for(&bare), 30).unwrap();
+        assert_eq!(
+            aki_of(&server.der),
+            Some(key_identifier(&spki_of(&bare_root)).unwrap())
+        );
+    }
+
+    #[test]
+    fn a_cross_cert_repeats_the_partner_root_identifier() {
+        let ours = signer(KeyType::EcdsaP256, "ours");
+        // Whatever method made the partner's SKI, the cross-cert carries it byte for byte.
+        for id in [vec![0x42; 20], vec![7; 8], vec![1; 32]] {
+            let (root, _) = foreign_root("partner", |p| {
+                p.key_identifier_method = KeyIdMethod::PreSpecified(id.clone())
+            });
+            let partner = NodeIdentity::from_root_der(&root).unwrap();
+            let cross = ours.issue_cross_cert(&partner, 30).unwrap();
+            assert_eq!(ski_of(&cross.der), Some(id));
+        }
+        // A partner root without an SKI: the cross-cert gets the method-1 identifier.
+        let (root, _) = foreign_root("partner", |p| p.is_ca = IsCa::NoCa);
+        let partner = NodeIdentity::from_root_der(&root).unwrap();
+        let cross = ours.issue_cross_cert(&partner, 30).unwrap();
+        assert_eq!(
+            ski_of(&cross.der),
+            Some(key_identifier(&partner.spki_der).unwrap())
+        );
     }
 }

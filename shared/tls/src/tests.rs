@@ -265,3 +265,88 @@ fn a_stale_partner_crl_still_revokes_but_does_not_lock_the_partner_out() {
     let err = identify_client(&Arc::new(t), &b.gw_cert, &[cross], later).unwrap_err();
     assert_eq!(err.reason, "revoked", "{err}");
 }
+
+/// A node like [`node`] whose root expired yesterday, with a gateway
+/// certificate (made by hand, since the profiles cap it at the root's expiry)
+/// that is valid now: only the root is out of date.
+fn node_with_expired_root(unit: &str) -> Node {
+    let now = ::time::OffsetDateTime::now_utc();
+    let key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+    let signing = key.signing_key().unwrap();
+    let id = peerlink_pki::identity::node_id_from_spki(&key.public_key_der().unwrap());
+    let name = NodeName::new("Net", unit, &id).unwrap();
+    let mut root = rcgen::CertificateParams::default();
+    root.distinguished_name = name.to_rcgen().unwrap();
+    root.not_before = now - ::time::Duration::days(400);
+    root.not_after = now - ::time::Duration::days(1);
+    root.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(1));
+    root.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let root_der = root.self_signed(&signing).unwrap().der().to_vec();
+    let signer = RootSigner::new(root_der.clone(), &key).unwrap();
+    let gw_key = PrivateKey::generate(KeyType::EcdsaP256).unwrap();
+    let mut gw = rcgen::CertificateParams::default();
+    gw.distinguished_name = name.to_rcgen().unwrap();
+    gw.distinguished_name.push(rcgen::DnType::CommonName, "gw1");
+    gw.not_before = now - ::time::Duration::days(1);
+    gw.not_after = now + ::time::Duration::days(30);
+    gw.is_ca = rcgen::IsCa::ExplicitNoCa;
+    gw.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    gw.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    gw.use_authority_key_identifier_extension = true;
+    let issuer = rcgen::Issuer::from_ca_cert_der(&root_der.as_slice().into(), &signing).unwrap();
+    let gw_cert = gw
+        .signed_by(&gw_key.signing_key().unwrap(), &issuer)
+        .unwrap()
+        .der()
+        .to_vec();
+    Node {
+        signer,
+        root_der,
+        gw_cert,
+        gw_key,
+    }
+}
+
+#[tokio::test]
+async fn an_expired_root_is_refused_as_the_anchor_on_both_sides() {
+    let (a, b) = (node("a"), node_with_expired_root("b"));
+    let b_id = b.signer.identity().node_id.clone();
+    let expired_anchor = |side: &str, r: &Refusal| {
+        assert_eq!(r.reason, "expired", "{side}: {r}");
+        assert!(
+            r.detail.starts_with("anchor certificate") && r.detail.contains("expired at"),
+            "{side}: {r}"
+        );
+    };
+    // A dials B: A validates B's server certificate (valid now) with B's pinned
+    // root, which has expired, as the anchor. A refuses in the handshake.
+    let a_tls = tls(&a, trust(&a, &b, PeerStatus::Active));
+    let b_tls = tls(&b, trust(&b, &a, PeerStatus::Active));
+    let (_, connected) = handshake(&b_tls, &a_tls, &b_id).await;
+    match connected {
+        Err(HandshakeError::Refused(r)) => expired_anchor("dialer", &r),
+        other => panic!("dialer: expected a refusal of the expired anchor, got {other:?}"),
+    }
+    // B's listener validates A's client chain with its own (expired) root as
+    // the anchor: the function its client verifier calls refuses it the same way.
+    let b_trust = trust(&b, &a, PeerStatus::Active);
+    let cross_a = b
+        .signer
+        .issue_cross_cert(a.signer.identity(), 100)
+        .unwrap()
+        .der;
+    let now = ::time::OffsetDateTime::now_utc();
+    let err = identify_client(&b_trust, &a.gw_cert, &[cross_a], now).unwrap_err();
+    expired_anchor("listener", &err);
+    // Control: B's server certificate itself is valid now.
+    let (_, leaf) = x509_parser::certificate::X509Certificate::from_der(&b.gw_cert).unwrap();
+    assert!(leaf
+        .validity()
+        .is_valid_at(x509_parser::time::ASN1Time::from(now)));
+}

@@ -132,6 +132,20 @@ pub enum ValidationError {
         issuer: String,
         anchor: String,
     },
+    /// The certificate's authorityKeyIdentifier names another certificate than
+    /// the only candidate issuer with the right name: its keyIdentifier
+    /// differs from the candidate's subjectKeyIdentifier (or its
+    /// authorityCertSerialNumber or authorityCertIssuer differ). OpenSSL does
+    /// not take such a certificate as the issuer (its `openssl verify` then
+    /// says error 20, "unable to get local issuer certificate"), and neither
+    /// does this validator, so that a chain is never accepted here and refused
+    /// by an openssl-based partner.
+    #[error("{cert}: its authorityKeyIdentifier does not name {issuer} ({detail}); like openssl (verify error 20, unable to get local issuer certificate), the validator does not take that certificate as its issuer")]
+    KeyIdMismatch {
+        cert: CertRef,
+        issuer: CertRef,
+        detail: String,
+    },
     /// A name is outside the directoryName constraints of a CA above it.
     #[error("{cert}: {name} {violation} of the name constraints of {constraining}")]
     NameConstraint {
@@ -214,6 +228,7 @@ impl ValidationError {
             ValidationError::BadSignature { .. } => "bad_signature",
             ValidationError::UnsupportedAlgorithm { .. } => "unsupported_algorithm",
             ValidationError::UnknownIssuer { .. } => "unknown_issuer",
+            ValidationError::KeyIdMismatch { .. } => "key_id_mismatch",
             ValidationError::NameConstraint { .. } => "name_constraint",
             ValidationError::UnsupportedNameConstraint { .. } => "unsupported_name_constraint",
             ValidationError::PathLen { .. } => "path_len",
@@ -241,6 +256,7 @@ impl ValidationError {
         "bad_signature",
         "unsupported_algorithm",
         "unknown_issuer",
+        "key_id_mismatch",
         "name_constraint",
         "unsupported_name_constraint",
         "path_len",

@@ -31,7 +31,13 @@ pub(crate) struct CertExtensions<'a> {
     /// The directoryName entries of subjectAltName.
     pub san_directory_names: Vec<X509Name<'a>>,
     pub subject_key_id: Option<&'a [u8]>,
+    /// authorityKeyIdentifier's keyIdentifier.
     pub authority_key_id: Option<&'a [u8]>,
+    /// authorityKeyIdentifier's authorityCertSerialNumber (INTEGER contents).
+    pub authority_cert_serial: Option<&'a [u8]>,
+    /// The first directoryName of authorityKeyIdentifier's authorityCertIssuer
+    /// (the one openssl compares).
+    pub authority_cert_issuer: Option<X509Name<'a>>,
 }
 
 /// The purposes listed in extendedKeyUsage that the validator looks at.
@@ -157,7 +163,14 @@ pub(crate) fn cert_extensions<'a>(
             }
             ParsedExtension::SubjectKeyIdentifier(id) => out.subject_key_id = Some(id.0),
             ParsedExtension::AuthorityKeyIdentifier(aki) => {
-                out.authority_key_id = aki.key_identifier.as_ref().map(|id| id.0)
+                out.authority_key_id = aki.key_identifier.as_ref().map(|id| id.0);
+                out.authority_cert_serial = aki.authority_cert_serial;
+                out.authority_cert_issuer = aki.authority_cert_issuer.as_ref().and_then(|names| {
+                    names.iter().find_map(|name| match name {
+                        x509_parser::extensions::GeneralName::DirectoryName(dn) => Some(dn.clone()),
+                        _ => None,
+                    })
+                });
             }
             _ => {}
         }

@@ -6,13 +6,18 @@
 //! this module implements RFC 5280 section 6.1 path validation itself, for the
 //! profiles the product issues and accepts:
 //!
-//! - one trust anchor (a certificate; trusted as is, its signature and
-//!   validity are not checked, but its basicConstraints, keyUsage and
-//!   nameConstraints apply when present);
+//! - one trust anchor (a certificate; its signature is not checked, but its
+//!   validity period is, as openssl and Go check it, and its
+//!   basicConstraints, keyUsage and nameConstraints apply when present);
 //! - untrusted intermediates in any order; the path is built depth-first from
 //!   the leaf, matching issuer and subject names (RFC 5280 7.1 comparison),
 //!   trying AKI/SKI matches first, at most [`MAX_PATH_LEN`]
 //!   certificates;
+//! - a candidate issuer that the certificate's authorityKeyIdentifier rules
+//!   out (keyIdentifier not its subjectKeyIdentifier, or another
+//!   authorityCertSerialNumber or authorityCertIssuer) is not its issuer, as
+//!   in openssl's chain building, so no chain passes here that an
+//!   openssl-based partner refuses for a key identifier mismatch;
 //! - signatures (ECDSA P-256/P-384, Ed25519, RSA PKCS#1 and PSS) through
 //!   [`crate::signature`], validity periods, basicConstraints, pathLen,
 //!   keyUsage, extendedKeyUsage of the leaf;

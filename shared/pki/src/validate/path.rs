@@ -260,9 +260,14 @@ pub(crate) fn validate_path(ctx: &Context<'_, '_>, path: &[usize]) -> Result<(),
             .map_err(|p| problem_error(ref_at(i), p))
     };
 
-    // The trust anchor: trusted as is, but its constraints apply.
+    // The trust anchor: its signature is not checked, but its validity period
+    // and constraints apply. RFC 5280 6.1 leaves the anchor's validity to the
+    // implementation; openssl, Go's crypto/x509 and x509-limbo
+    // (rfc5280::validity::expired-root) refuse an expired anchor, and so do we:
+    // a root past its notAfter is one its owner stopped vouching for.
     let anchor_index = n - 1;
     let anchor_exts = exts_at(anchor_index)?;
+    check_validity(cert_at(anchor_index), || ref_at(anchor_index), ctx.at)?;
     check_issuer(anchor_exts, || ref_at(anchor_index), true)?;
     // (remaining non-self-issued intermediates allowed, path index of the CA that set it, its pathLen)
     let mut max_path: Option<(u32, usize, u32)> = anchor_exts
@@ -429,55 +434,90 @@ impl<'x, 'c, 'a> PathBuilder<'x, 'c, 'a> {
         }
     }
 
-    fn candidates(&self, path: &[usize], current: usize) -> Vec<usize> {
+    /// The certificates that may have issued `current`, best first, and the
+    /// ones with the right name that its authorityKeyIdentifier rules out
+    /// (with the reason). A candidate whose subjectKeyIdentifier equals the
+    /// AKI's keyIdentifier comes first, then the ones that cannot be told
+    /// apart (no AKI or no SKI), the anchor before intermediates among equals.
+    fn candidates(&self, path: &[usize], current: usize) -> (Vec<usize>, Vec<(usize, String)>) {
         let ctx = self.ctx;
         let cert = ctx.cert(current);
-        let aki = cert.exts.as_ref().ok().and_then(|e| e.authority_key_id);
-        let mut found: Vec<(u8, bool, usize)> = (ANCHOR..ctx.certs.len())
-            .filter(|j| !path.contains(j))
-            .filter(|&j| dn_equal(cert.x509.issuer(), ctx.cert(j).x509.subject()))
+        let exts = cert.exts.as_ref().ok();
+        let aki = exts.and_then(|e| e.authority_key_id);
+        let mut ruled_out = Vec::new();
+        let mut found: Vec<(u8, bool, usize)> = Vec::new();
+        for j in ANCHOR..ctx.certs.len() {
+            if path.contains(&j) || !dn_equal(cert.x509.issuer(), ctx.cert(j).x509.subject()) {
+                continue;
+            }
             // RFC 4158 loop detection: a certificate for a (subject, key) pair
             // already in the path adds nothing. The anchor ends the path, so it
             // is always a candidate.
-            .filter(|&j| {
-                j == ANCHOR
-                    || !path
-                        .iter()
-                        .any(|&p| same_subject_and_key(ctx.cert(p), ctx.cert(j)))
-            })
-            .map(|j| {
-                let ski = ctx
-                    .cert(j)
-                    .exts
-                    .as_ref()
-                    .ok()
-                    .and_then(|e| e.subject_key_id);
-                let key_rank = match (aki, ski) {
-                    (Some(a), Some(s)) if a == s => 0,
-                    (Some(_), Some(_)) => 2,
-                    _ => 1,
-                };
-                (key_rank, j != ANCHOR, j)
-            })
-            .collect();
+            if j != ANCHOR
+                && path
+                    .iter()
+                    .any(|&p| same_subject_and_key(ctx.cert(p), ctx.cert(j)))
+            {
+                continue;
+            }
+            if let Some(why) = exts.and_then(|e| akid_mismatch(e, ctx.cert(j))) {
+                ruled_out.push((j, why));
+                continue;
+            }
+            let ski = ctx
+                .cert(j)
+                .exts
+                .as_ref()
+                .ok()
+                .and_then(|e| e.subject_key_id);
+            let key_rank = match (aki, ski) {
+                (Some(a), Some(s)) if a == s => 0,
+                _ => 1,
+            };
+            found.push((key_rank, j != ANCHOR, j));
+        }
         found.sort();
-        found.into_iter().map(|(_, _, j)| j).collect()
+        (found.into_iter().map(|(_, _, j)| j).collect(), ruled_out)
+    }
+
+    fn key_id_mismatch(
+        &self,
+        path: &mut Vec<usize>,
+        issuer: usize,
+        detail: String,
+    ) -> ValidationError {
+        let depth = path.len();
+        let cert = self.ctx.cert_ref(path, depth - 1);
+        path.push(issuer);
+        let issuer = self.ctx.cert_ref(path, depth);
+        path.pop();
+        ValidationError::KeyIdMismatch {
+            cert,
+            issuer,
+            detail,
+        }
     }
 
     fn extend(&mut self, path: &mut Vec<usize>) -> Option<Vec<usize>> {
         let ctx = self.ctx;
         let depth = path.len();
         let current = *path.last()?;
-        let candidates = self.candidates(path, current);
+        let (candidates, ruled_out) = self.candidates(path, current);
+        // A candidate the AKI rules out explains the failure when nothing
+        // else does: recorded first when it is the only one with the name,
+        // otherwise after the others failed (an earlier record of the same
+        // rank is kept).
+        let ruled_out_error = ruled_out
+            .into_iter()
+            .next()
+            .map(|(j, detail)| self.key_id_mismatch(path, j, detail));
         if candidates.is_empty() {
-            self.record(
-                (false, depth),
-                ValidationError::UnknownIssuer {
-                    cert: ctx.cert_ref(path, depth - 1),
-                    issuer: display_dn(ctx.cert(current).x509.issuer()),
-                    anchor: ctx.cert(ANCHOR).subject_text(),
-                },
-            );
+            let error = ruled_out_error.unwrap_or_else(|| ValidationError::UnknownIssuer {
+                cert: ctx.cert_ref(path, depth - 1),
+                issuer: display_dn(ctx.cert(current).x509.issuer()),
+                anchor: ctx.cert(ANCHOR).subject_text(),
+            });
+            self.record((false, depth), error);
             return None;
         }
         for candidate in candidates {
@@ -531,6 +571,45 @@ impl<'x, 'c, 'a> PathBuilder<'x, 'c, 'a> {
                 return None;
             }
         }
+        if let Some(error) = ruled_out_error {
+            self.record((false, depth), error);
+        }
         None
     }
+}
+
+/// Why `issuer` is not the issuer that `cert`'s authorityKeyIdentifier names,
+/// if it is not: the same three checks as OpenSSL's `X509_check_akid`, which
+/// its chain building applies to every candidate issuer, trust anchors included.
+/// Absent fields (no AKI, no keyIdentifier, an issuer without SKI) rule nothing out.
+fn akid_mismatch(cert: &CertExtensions<'_>, issuer: &ParsedCert<'_>) -> Option<String> {
+    let issuer_ski = issuer.exts.as_ref().ok().and_then(|e| e.subject_key_id);
+    if let (Some(aki), Some(ski)) = (cert.authority_key_id, issuer_ski) {
+        if aki != ski {
+            return Some(format!(
+                "keyIdentifier {} differs from its subjectKeyIdentifier {}",
+                hex::encode(aki),
+                hex::encode(ski)
+            ));
+        }
+    }
+    if let Some(serial) = cert.authority_cert_serial {
+        if serial != issuer.x509.raw_serial() {
+            return Some(format!(
+                "authorityCertSerialNumber {} differs from its serial number {}",
+                hex::encode(serial),
+                hex::encode(issuer.x509.raw_serial())
+            ));
+        }
+    }
+    if let Some(name) = &cert.authority_cert_issuer {
+        if !dn_equal(name, issuer.x509.issuer()) {
+            return Some(format!(
+                "authorityCertIssuer \"{}\" differs from its issuer \"{}\"",
+                display_dn(name),
+                display_dn(issuer.x509.issuer())
+            ));
+        }
+    }
+    None
 }

@@ -54,19 +54,38 @@ fn validity_periods() {
         ),
         "not_yet_valid",
     );
-    // The anchor's validity is not checked.
-    let old_a = root_with(node_dn(ID_A), p256(), |p| {
+    // The anchor's validity is checked too (openssl, Go and x509-limbo's
+    // rfc5280::validity::expired-root refuse an expired anchor), inclusively.
+    let anchor_until = |not_before: OffsetDateTime, not_after: OffsetDateTime| {
+        let a = root_with(node_dn(ID_A), p256(), |p| {
+            p.not_before = not_before;
+            p.not_after = not_after;
+        });
+        let xc = cross(&a, &net.b);
+        validate(&net.b_leaf, &a.der, &[xc], &[], Purpose::Client)
+    };
+    let e = assert_kind(
+        anchor_until(AT - Duration::days(100), AT - Duration::seconds(1)),
+        "expired",
+    );
+    let msg = e.to_string();
+    assert!(msg.starts_with("anchor certificate (O=Net"), "{msg}");
+    assert!(msg.contains("expired at 2026-06-01T11:59:59Z"), "{msg}");
+    assert_kind(
+        anchor_until(AT + Duration::seconds(1), AT + Duration::days(100)),
+        "not_yet_valid",
+    );
+    assert_ok(anchor_until(AT - Duration::days(100), AT));
+    assert_ok(anchor_until(AT, AT + Duration::days(100)));
+    // A leaf that is the anchor itself is checked the same way.
+    let expired_self = root_with(node_dn(ID_A), p256(), |p| {
         p.not_before = AT - Duration::days(100);
         p.not_after = AT - Duration::days(1);
     });
-    let xc = cross(&old_a, &net.b);
-    assert_ok(validate(
-        &net.b_leaf,
-        &old_a.der,
-        &[xc],
-        &[],
-        Purpose::Client,
-    ));
+    assert_kind(
+        validate(&expired_self.der, &expired_self.der, &[], &[], Purpose::Any),
+        "expired",
+    );
 }
 
 fn flip_last_byte(der: &[u8]) -> Vec<u8> {
@@ -94,10 +113,12 @@ fn bad_signatures() {
     );
     assert!(e.to_string().starts_with("intermediate #1"), "{e}");
     assert!(e.to_string().contains("key of anchor certificate"), "{e}");
-    // A leaf with B's name signed by another key (C's).
+    // A leaf with B's name and B's key identifier, signed by another key.
+    let mut forger = net.b.params.clone();
+    forger.key_identifier_method = KeyIdMethod::PreSpecified(net.b.ski());
     let forged = issue(
         &Ca {
-            params: net.b.params.clone(),
+            params: forger,
             key: key(KeyType::EcdsaP256),
             der: vec![],
         },
@@ -109,8 +130,11 @@ fn bad_signatures() {
 #[test]
 fn alternative_paths_are_tried() {
     let net = net();
-    // An impostor "B" (same name, other key) listed first; the genuine cross-cert second.
-    let impostor = root(ID_B);
+    // An impostor "B" (same name and key identifier, other key) listed first;
+    // the genuine cross-cert second.
+    let impostor = root_with(node_dn(ID_B), p256(), |p| {
+        p.key_identifier_method = KeyIdMethod::PreSpecified(net.b.ski())
+    });
     let impostor_cross = cross(&net.a, &impostor);
     let inter = vec![impostor.der.clone(), impostor_cross, net.cross_b.clone()];
     let chain = assert_ok(validate(
@@ -121,33 +145,209 @@ fn alternative_paths_are_tried() {
         Purpose::Client,
     ));
     assert_eq!(chain.chain[1], net.cross_b);
-    // Two valid cross-certs for B: the one whose SKI matches the leaf's AKI is preferred.
+    // Two cross-certs for B with valid signatures: the one whose SKI matches
+    // the leaf's AKI is taken, in either order.
     let other_ski = cross_with(&net.a, &net.b, |p| {
         p.key_identifier_method = KeyIdMethod::PreSpecified(vec![0x42; 20])
     });
-    let inter = vec![other_ski.clone(), net.cross_b.clone()];
-    let chain = assert_ok(validate(
-        &net.b_leaf,
-        &net.a.der,
-        &inter,
-        &[],
-        Purpose::Client,
-    ));
-    assert_eq!(chain.chain[1], net.cross_b);
-    // ... but a key identifier mismatch alone does not disqualify a valid issuer.
-    let chain = assert_ok(validate(
-        &net.b_leaf,
-        &net.a.der,
-        std::slice::from_ref(&other_ski),
-        &[],
-        Purpose::Client,
-    ));
-    assert_eq!(chain.chain[1], other_ski);
+    for inter in [
+        vec![other_ski.clone(), net.cross_b.clone()],
+        vec![net.cross_b.clone(), other_ski.clone()],
+    ] {
+        let chain = assert_ok(validate(
+            &net.b_leaf,
+            &net.a.der,
+            &inter,
+            &[],
+            Purpose::Client,
+        ));
+        assert_eq!(chain.chain[1], net.cross_b);
+    }
+    // ... and the other one alone is not the leaf's issuer, as openssl decides
+    // (its `verify` says error 20): its key identifier is not the one the
+    // leaf's AKI names, although its key made the signature.
+    let e = assert_kind(
+        validate(
+            &net.b_leaf,
+            &net.a.der,
+            std::slice::from_ref(&other_ski),
+            &[],
+            Purpose::Client,
+        ),
+        "key_id_mismatch",
+    );
+    let msg = e.to_string();
+    assert!(msg.starts_with("leaf certificate"), "{msg}");
+    assert!(msg.contains("intermediate #1 certificate"), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "keyIdentifier {} differs from its subjectKeyIdentifier {}",
+            hex::encode(net.b.ski()),
+            "42".repeat(20)
+        )),
+        "{msg}"
+    );
     // Without the genuine one, the deepest failure is the leaf's signature.
     let inter = vec![impostor.der.clone(), cross(&net.a, &impostor)];
     assert_kind(
         validate(&net.b_leaf, &net.a.der, &inter, &[], Purpose::Client),
         "bad_signature",
+    );
+}
+
+/// An authorityKeyIdentifier extension written by hand: keyIdentifier,
+/// authorityCertIssuer (one directoryName) and authorityCertSerialNumber.
+fn aki_extension(
+    key_id: Option<&[u8]>,
+    issuer: Option<&DistinguishedName>,
+    serial: Option<&[u8]>,
+) -> CustomExtension {
+    let mut content = Vec::new();
+    if let Some(id) = key_id {
+        content.extend(tlv(0x80, id));
+    }
+    if let Some(dn) = issuer {
+        content.extend(tlv(0xa1, &tlv(0xa4, &name_der(dn))));
+    }
+    if let Some(serial) = serial {
+        content.extend(tlv(0x82, serial));
+    }
+    CustomExtension::from_oid_content(&[2, 5, 29, 35], tlv(0x30, &content))
+}
+
+fn raw_serial(cert: &[u8]) -> Vec<u8> {
+    let (_, parsed) = x509_parser::certificate::X509Certificate::from_der(cert).expect("parse");
+    parsed.raw_serial().to_vec()
+}
+
+#[test]
+fn authority_key_identifier_rules_out_issuers_as_openssl_does() {
+    let net = net();
+    let dn = || with_cn(node_dn(ID_B), "gw1");
+    // A leaf whose AKI fields are written by hand, signed by B's key.
+    let leaf =
+        |key_id: Option<&[u8]>, issuer: Option<&DistinguishedName>, serial: Option<&[u8]>| {
+            leaf_with(&net.b, dn(), |p| {
+                p.use_authority_key_identifier_extension = false;
+                p.custom_extensions = vec![aki_extension(key_id, issuer, serial)];
+            })
+        };
+    let b_ski = net.b.ski();
+    let cross_serial = raw_serial(&net.cross_b);
+    let a_dn = node_dn(ID_A);
+    // Fields that name the cross-cert, or are absent, pass.
+    for ok in [
+        leaf(Some(&b_ski), None, None),
+        leaf(None, None, None),
+        leaf(Some(&b_ski), Some(&a_dn), Some(&cross_serial)),
+        leaf(None, Some(&a_dn), None),
+        leaf_with(&net.b, dn(), |p| {
+            p.use_authority_key_identifier_extension = false
+        }),
+    ] {
+        assert_ok(via_a(&net, &ok));
+    }
+    // Each field that names another certificate rules the cross-cert out.
+    let cases: [(Vec<u8>, &str); 3] = [
+        (
+            leaf(Some(&[0x42; 20]), None, None),
+            "keyIdentifier 4242424242424242424242424242424242424242 differs from its subjectKeyIdentifier",
+        ),
+        (
+            leaf(Some(&b_ski), None, Some(&[0x01, 0x02])),
+            "authorityCertSerialNumber 0102 differs from its serial number",
+        ),
+        (
+            leaf(Some(&b_ski), Some(&node_dn(ID_C)), None),
+            "authorityCertIssuer \"O=Net, OU=a, serialNumber=0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c\" differs from its issuer \"O=Net, OU=a, serialNumber=0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a\"",
+        ),
+    ];
+    for (bad, detail) in cases {
+        let e = assert_kind(via_a(&net, &bad), "key_id_mismatch");
+        let msg = e.to_string();
+        assert!(msg.contains(detail), "{msg}");
+        assert!(msg.contains("openssl"), "{msg}");
+    }
+    // The rule applies to the anchor too: B's leaf directly under B's root.
+    let anchored = |leaf: &[u8]| validate(leaf, &net.b.der, &[], &[], Purpose::Client);
+    assert_ok(anchored(&net.b_leaf));
+    let e = assert_kind(
+        anchored(&leaf(Some(&[7; 20]), None, None)),
+        "key_id_mismatch",
+    );
+    assert!(
+        e.to_string().contains("does not name anchor certificate"),
+        "{e}"
+    );
+    // And to intermediates above the leaf: a cross-cert whose AKI is not A's SKI.
+    let cross_other_aki = cross_with(&net.a, &net.b, |p| {
+        p.use_authority_key_identifier_extension = false;
+        p.custom_extensions = vec![aki_extension(Some(&[9; 20]), None, None)];
+    });
+    let e = assert_kind(
+        validate(
+            &net.b_leaf,
+            &net.a.der,
+            &[cross_other_aki],
+            &[],
+            Purpose::Client,
+        ),
+        "key_id_mismatch",
+    );
+    assert!(e.to_string().starts_with("intermediate #1"), "{e}");
+    // An issuer without a subjectKeyIdentifier cannot be ruled out by keyIdentifier.
+    let bare = root_with(node_dn(ID_A), p256(), |p| p.is_ca = IsCa::NoCa);
+    let (_, bare_cert) = x509_parser::certificate::X509Certificate::from_der(&bare.der).unwrap();
+    assert!(bare_cert
+        .extensions()
+        .iter()
+        .all(|e| e.oid != x509_parser::oid_registry::OID_X509_EXT_SUBJECT_KEY_IDENTIFIER));
+    let b_under_bare = cross_with(&bare, &net.b, |p| {
+        p.use_authority_key_identifier_extension = false;
+        p.custom_extensions = vec![aki_extension(Some(&[9; 20]), None, None)];
+    });
+    assert_ok(validate(
+        &net.b_leaf,
+        &bare.der,
+        &[b_under_bare],
+        &[],
+        Purpose::Client,
+    ));
+}
+
+#[test]
+fn key_identifiers_choose_between_reissued_roots() {
+    // B re-keyed its root under the same name; A holds cross-certs for both.
+    // The leaf's AKI picks the one it was issued under, in either order, and
+    // the old one alone is refused for the key identifier, not the signature.
+    let net = net();
+    let b2 = root(ID_B);
+    let cross_b2 = cross(&net.a, &b2);
+    let leaf2 = leaf_with(&b2, with_cn(node_dn(ID_B), "gw2"), |_| {});
+    for inter in [
+        vec![net.cross_b.clone(), cross_b2.clone()],
+        vec![cross_b2.clone(), net.cross_b.clone()],
+    ] {
+        let chain = assert_ok(validate(&leaf2, &net.a.der, &inter, &[], Purpose::Client));
+        assert_eq!(chain.chain[1], cross_b2);
+        let chain = assert_ok(validate(
+            &net.b_leaf,
+            &net.a.der,
+            &inter,
+            &[],
+            Purpose::Client,
+        ));
+        assert_eq!(chain.chain[1], net.cross_b);
+    }
+    assert_kind(
+        validate(
+            &leaf2,
+            &net.a.der,
+            std::slice::from_ref(&net.cross_b),
+            &[],
+            Purpose::Client,
+        ),
+        "key_id_mismatch",
     );
 }
 
