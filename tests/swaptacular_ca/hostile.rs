@@ -25,12 +25,24 @@ fn setup() -> Setup {
         "accounting-authority",
         &["--node-id", "0a0b0c0d", "--key-type", "ecdsa-p256"],
     );
-    let agent = ToolNode::create(&root.join("CA"), &pass, "creditors-agent", &["--key-type", "ecdsa-p256"]);
+    let agent = ToolNode::create(
+        &root.join("CA"),
+        &pass,
+        "creditors-agent",
+        &["--key-type", "ecdsa-p256"],
+    );
     let bundle = root.join("agent.zip");
     agent
         .cmd_with_pass(
             "export-bundle",
-            args!["--format", "swaptacular", "--out", &bundle, "--stomp-endpoint", "127.0.0.1:1"],
+            args![
+                "--format",
+                "swaptacular",
+                "--out",
+                &bundle,
+                "--stomp-endpoint",
+                "127.0.0.1:1"
+            ],
         )
         .assert_success();
     let members = unzip(&read_bytes(&bundle));
@@ -67,7 +79,11 @@ fn zip_of(members: &[(String, Vec<u8>)]) -> Vec<u8> {
 }
 
 /// `members` with `name` replaced by `data` (or removed).
-fn with(members: &[(String, Vec<u8>)], name: &str, data: Option<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
+fn with(
+    members: &[(String, Vec<u8>)],
+    name: &str,
+    data: Option<Vec<u8>>,
+) -> Vec<(String, Vec<u8>)> {
     let mut m: Vec<_> = members.iter().filter(|(n, _)| n != name).cloned().collect();
     if let Some(d) = data {
         m.push((name.to_string(), d));
@@ -93,10 +109,23 @@ fn renamed(bytes: &[u8], from: &str, to: &str) -> Vec<u8> {
 fn hostile_info_bundles_are_refused_and_change_nothing() {
     let s = setup();
     let m = &s.members;
-    let nodeinfo = m.iter().find(|(n, _)| n == "nodeinfo.zip").unwrap().1.clone();
+    let nodeinfo = m
+        .iter()
+        .find(|(n, _)| n == "nodeinfo.zip")
+        .unwrap()
+        .1
+        .clone();
     let mut cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
-        ("truncated", zip_of(m)[..200].to_vec(), &["not a readable zip", "zip archive"]),
-        ("zip magic then junk", b"PK\x03\x04garbage".to_vec(), &["not a readable zip"]),
+        (
+            "truncated",
+            zip_of(m)[..200].to_vec(),
+            &["not a readable zip", "zip archive"],
+        ),
+        (
+            "zip magic then junk",
+            b"PK\x03\x04garbage".to_vec(),
+            &["not a readable zip"],
+        ),
         (
             "bomb",
             zip_of(&with(m, "nodeinfo.signature", Some(vec![0u8; 8 << 20]))),
@@ -105,26 +134,48 @@ fn hostile_info_bundles_are_refused_and_change_nothing() {
         (
             "oversized archive",
             {
-                let noise: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+                let noise: Vec<u8> = (0..300_000u32)
+                    .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                    .collect();
                 zip_of(&with(m, "nodeinfo.signature", Some(noise)))
             },
             &["limit", "larger than"],
         ),
-        ("missing CSR", zip_of(&with(m, "root-ca.csr", None)), &["no root-ca.csr"]),
-        ("extra member", zip_of(&with(m, "evil.sh", Some(b"rm -rf /".to_vec()))), &["unexpected member"]),
+        (
+            "missing CSR",
+            zip_of(&with(m, "root-ca.csr", None)),
+            &["no root-ca.csr"],
+        ),
+        (
+            "extra member",
+            zip_of(&with(m, "evil.sh", Some(b"rm -rf /".to_vec()))),
+            &["unexpected member"],
+        ),
         (
             "path traversal",
-            renamed(&zip_of(&with(m, "xxxxxxxxxxxxxxxx", Some(b"x".to_vec()))), "xxxxxxxxxxxxxxxx", "../../etc/passwd"),
+            renamed(
+                &zip_of(&with(m, "xxxxxxxxxxxxxxxx", Some(b"x".to_vec()))),
+                "xxxxxxxxxxxxxxxx",
+                "../../etc/passwd",
+            ),
             &["not a plain relative path"],
         ),
         (
             "absolute path",
-            renamed(&zip_of(&with(m, "xxxxxxxxxxx", Some(b"x".to_vec()))), "xxxxxxxxxxx", "/etc/passwd"),
+            renamed(
+                &zip_of(&with(m, "xxxxxxxxxxx", Some(b"x".to_vec()))),
+                "xxxxxxxxxxx",
+                "/etc/passwd",
+            ),
             &["absolute path"],
         ),
         (
             "duplicate member",
-            renamed(&zip_of(&with(m, "root-ca.crx", Some(b"x".to_vec()))), "root-ca.crx", "root-ca.crt"),
+            renamed(
+                &zip_of(&with(m, "root-ca.crx", Some(b"x".to_vec()))),
+                "root-ca.crx",
+                "root-ca.crt",
+            ),
             &["appears twice"],
         ),
         (
@@ -139,26 +190,61 @@ fn hostile_info_bundles_are_refused_and_change_nothing() {
         (
             "node info with traversal",
             {
-                let evil = renamed(&zip_of(&[("xxxxxxxx".to_string(), b"x".to_vec())]), "xxxxxxxx", "../../up");
+                let evil = renamed(
+                    &zip_of(&[("xxxxxxxx".to_string(), b"x".to_vec())]),
+                    "xxxxxxxx",
+                    "../../up",
+                );
                 zip_of(&with(m, "nodeinfo.zip", Some(evil)))
             },
             // The signature is checked before the node info is read.
             &["does not verify", "not a plain relative path"],
         ),
-        ("not a certificate", zip_of(&with(m, "root-ca.crt", Some(b"hello".to_vec()))), &["no certificate"]),
+        (
+            "not a certificate",
+            zip_of(&with(m, "root-ca.crt", Some(b"hello".to_vec()))),
+            &["no certificate"],
+        ),
     ];
     // A CSR for another key (another agent's bundle's CSR).
     let tmp2 = tmp();
     let pass = write_passphrase(&tmp2.path().join("pass"), &format!("{PASS}\n"));
-    let other = ToolNode::create(&tmp2.path().join("O"), &pass, "creditors-agent", &["--key-type", "ecdsa-p256"]);
+    let other = ToolNode::create(
+        &tmp2.path().join("O"),
+        &pass,
+        "creditors-agent",
+        &["--key-type", "ecdsa-p256"],
+    );
     let other_bundle = tmp2.path().join("o.zip");
     other
-        .cmd_with_pass("export-bundle", args!["--format", "swaptacular", "--out", &other_bundle, "--stomp-endpoint", "h:1"])
+        .cmd_with_pass(
+            "export-bundle",
+            args![
+                "--format",
+                "swaptacular",
+                "--out",
+                &other_bundle,
+                "--stomp-endpoint",
+                "h:1"
+            ],
+        )
         .assert_success();
-    let other_csr = unzip(&read_bytes(&other_bundle)).into_iter().find(|(n, _)| n == "root-ca.csr").unwrap().1;
-    cases.push(("someone else's CSR", zip_of(&with(m, "root-ca.csr", Some(other_csr))), &["different key"]));
+    let other_csr = unzip(&read_bytes(&other_bundle))
+        .into_iter()
+        .find(|(n, _)| n == "root-ca.csr")
+        .unwrap()
+        .1;
+    cases.push((
+        "someone else's CSR",
+        zip_of(&with(m, "root-ca.csr", Some(other_csr))),
+        &["different key"],
+    ));
     // A peerlink text bundle that is no bundle at all.
-    cases.push(("garbage", b"\x00\x01\x02".to_vec(), &["malformed", "bundle"]));
+    cases.push((
+        "garbage",
+        b"\x00\x01\x02".to_vec(),
+        &["malformed", "bundle"],
+    ));
 
     for (what, bytes, fragments) in cases {
         let bundle = s.root.join(format!("{}.zip", what.replace(' ', "-")));
@@ -175,7 +261,10 @@ fn hostile_info_bundles_are_refused_and_change_nothing() {
         assert!(!out.exists(), "{what}: --out was written");
         // show-bundle and register-peer refuse it as well.
         ca_tool(args!["show-bundle", "--bundle", &bundle]).assert_failure_with_any(fragments);
-        let r = s.aa.cmd("register-peer", args!["--bundle", &bundle, "--cert", &bundle]);
+        let r = s.aa.cmd(
+            "register-peer",
+            args!["--bundle", &bundle, "--cert", &bundle],
+        );
         r.assert_failure();
         assert_unchanged(&s.aa.dir, &before, what);
     }
@@ -201,26 +290,64 @@ fn swaptacular_rules_are_enforced_when_signing() {
     // The subnet is taken now: another agent cannot get it.
     let tmp2 = tmp();
     let pass = write_passphrase(&tmp2.path().join("pass"), &format!("{PASS}\n"));
-    let other = ToolNode::create(&tmp2.path().join("O"), &pass, "creditors-agent", &["--key-type", "ecdsa-p256"]);
+    let other = ToolNode::create(
+        &tmp2.path().join("O"),
+        &pass,
+        "creditors-agent",
+        &["--key-type", "ecdsa-p256"],
+    );
     let other_bundle = tmp2.path().join("o.zip");
     other
-        .cmd_with_pass("export-bundle", args!["--format", "swaptacular", "--out", &other_bundle, "--stomp-endpoint", "h:1"])
+        .cmd_with_pass(
+            "export-bundle",
+            args![
+                "--format",
+                "swaptacular",
+                "--out",
+                &other_bundle,
+                "--stomp-endpoint",
+                "h:1"
+            ],
+        )
         .assert_success();
     let o = s.aa.cmd_with_pass(
         "sign-peer",
-        args!["--bundle", &other_bundle, "--out", tmp2.path().join("y.crt"), "--subnet", "000001"],
+        args![
+            "--bundle",
+            &other_bundle,
+            "--out",
+            tmp2.path().join("y.crt"),
+            "--subnet",
+            "000001"
+        ],
     );
     o.assert_failure_with("already given");
     // Agents do not sign agents; a default-profile CA does not sign Swaptacular nodes.
     other
-        .cmd_with_pass("sign-peer", args!["--bundle", &bundle, "--out", tmp2.path().join("z.crt")])
+        .cmd_with_pass(
+            "sign-peer",
+            args!["--bundle", &bundle, "--out", tmp2.path().join("z.crt")],
+        )
         .assert_failure_with("accounting authorities with agents only");
     let plain = CaFixture::init(&tmp2.path().join("P"), "Net", "gw", None, None, &pass);
     plain
-        .cmd_with_pass("sign-peer", &args!["--bundle", &bundle, "--out", tmp2.path().join("w.crt")])
+        .cmd_with_pass(
+            "sign-peer",
+            &args!["--bundle", &bundle, "--out", tmp2.path().join("w.crt")],
+        )
         .assert_failure_with("--profile swaptacular");
     plain
-        .cmd_with_pass("export-bundle", &args!["--format", "swaptacular", "--out", tmp2.path().join("p.zip"), "--stomp-endpoint", "h:1"])
+        .cmd_with_pass(
+            "export-bundle",
+            &args![
+                "--format",
+                "swaptacular",
+                "--out",
+                tmp2.path().join("p.zip"),
+                "--stomp-endpoint",
+                "h:1"
+            ],
+        )
         .assert_failure_with("--profile swaptacular");
 }
 
@@ -229,27 +356,58 @@ fn the_swaptacular_profile_refuses_what_swaptacular_cannot_use() {
     let tmp = tmp();
     let pass = write_passphrase(&tmp.path().join("pass"), &format!("{PASS}\n"));
     let init = |extra: &[&str]| {
-        let mut a = args!["init", "--dir", tmp.path().join("n"), "--profile", "swaptacular", "--passphrase-file", &pass];
+        let mut a = args![
+            "init",
+            "--dir",
+            tmp.path().join("n"),
+            "--profile",
+            "swaptacular",
+            "--passphrase-file",
+            &pass
+        ];
         a.extend(extra.iter().map(std::ffi::OsString::from));
         ca_tool(&a)
     };
     init(&["--node-type", "accounting-authority"]).assert_failure_with("--node-id");
-    init(&["--node-type", "accounting-authority", "--node-id", "12345"]).assert_failure_with("8 lowercase hex");
-    init(&["--node-type", "creditors-agent", "--node-id", "abc"]).assert_failure_with("derived from its root key");
+    init(&["--node-type", "accounting-authority", "--node-id", "12345"])
+        .assert_failure_with("8 lowercase hex");
+    init(&["--node-type", "creditors-agent", "--node-id", "abc"])
+        .assert_failure_with("derived from its root key");
     init(&["--node-type", "debtors-agent", "--key-type", "ed25519"]).assert_failure_with("SHA-256");
     init(&[]).assert_failure();
     assert!(!tmp.path().join("n").exists());
     // The default profile keeps its 100-year cap.
     ca_tool(args![
-        "init", "--dir", tmp.path().join("d"), "--org", "Net", "--unit", "gw", "--days", "365000",
-        "--passphrase-file", &pass
+        "init",
+        "--dir",
+        tmp.path().join("d"),
+        "--org",
+        "Net",
+        "--unit",
+        "gw",
+        "--days",
+        "365000",
+        "--passphrase-file",
+        &pass
     ])
     .assert_failure_with("36500");
     // A debtors agent made by the profile: 1000 years, O and OU set, id from the key.
     let ok = init(&["--node-type", "debtors-agent", "--key-type", "ecdsa-p256"]);
     ok.assert_success();
     ok.assert_stdout_contains("OU=Debtors Agents");
-    let end = openssl(args!["x509", "-in", tmp.path().join("n/root-ca.crt"), "-noout", "-enddate"]);
-    let year: i32 = end.stdout.trim().rsplit(' ').nth(1).and_then(|y| y.parse().ok()).expect("year");
+    let end = openssl(args![
+        "x509",
+        "-in",
+        tmp.path().join("n/root-ca.crt"),
+        "-noout",
+        "-enddate"
+    ]);
+    let year: i32 = end
+        .stdout
+        .trim()
+        .rsplit(' ')
+        .nth(1)
+        .and_then(|y| y.parse().ok())
+        .expect("year");
     assert!(year > 2900, "{}", end.stdout);
 }

@@ -17,8 +17,15 @@ fn a_swaptacular_ca_moves_to_ca_tool_without_new_certificates() {
     let wrong = write_passphrase(&tmp.path().join("wrong"), "654321\n");
     let args_with = |old: &Path| {
         args![
-            "import-swaptacular", "--from", &from, "--dir", &dir,
-            "--from-passphrase-file", old, "--passphrase-file", &new
+            "import-swaptacular",
+            "--from",
+            &from,
+            "--dir",
+            &dir,
+            "--from-passphrase-file",
+            old,
+            "--passphrase-file",
+            &new
         ]
     };
     ca_tool(args_with(&wrong)).assert_failure_with("wrong passphrase");
@@ -33,9 +40,22 @@ fn a_swaptacular_ca_moves_to_ca_tool_without_new_certificates() {
     // The key now opens with the new passphrase, as PKCS#8 openssl reads.
     let key = dir.join("private/root-ca.key");
     assert!(read_text(&key).starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
-    let pubkey = openssl(args!["pkey", "-in", &key, "-passin", format!("file:{}", new.display()), "-pubout"]);
+    let pubkey = openssl(args![
+        "pkey",
+        "-in",
+        &key,
+        "-passin",
+        format!("file:{}", new.display()),
+        "-pubout"
+    ]);
     pubkey.assert_success();
-    let root_pub = openssl(args!["x509", "-in", dir.join("root-ca.crt"), "-noout", "-pubkey"]);
+    let root_pub = openssl(args![
+        "x509",
+        "-in",
+        dir.join("root-ca.crt"),
+        "-noout",
+        "-pubkey"
+    ]);
     assert_eq!(pubkey.stdout, root_pub.stdout);
 
     // Partners and certificates are in the database; the deactivated one is not active.
@@ -43,17 +63,29 @@ fn a_swaptacular_ca_moves_to_ca_tool_without_new_certificates() {
     list.assert_success();
     let v: serde_json::Value = serde_json::from_str(&list.stdout).expect("list --json");
     let text = v.to_string();
-    assert!(text.contains("1234abcd") && text.contains("deac00ed"), "{text}");
+    assert!(
+        text.contains("1234abcd") && text.contains("deac00ed"),
+        "{text}"
+    );
     assert!(text.contains("\"revoked\""), "{text}");
 
     // A gateway on the new CA directory sees the same partners, active as before.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let trust = rt
         .block_on(peerlink_tls::NodeTrust::load(&dir, &Default::default()))
         .expect("trust of the imported CA");
-    assert_eq!(trust.peers["1234abcd"].status, peerlink_tls::PeerStatus::Active);
+    assert_eq!(
+        trust.peers["1234abcd"].status,
+        peerlink_tls::PeerStatus::Active
+    );
     assert!(trust.peers["1234abcd"].can_dial());
-    assert_eq!(trust.peers["deac00ed"].status, peerlink_tls::PeerStatus::Inactive);
+    assert_eq!(
+        trust.peers["deac00ed"].status,
+        peerlink_tls::PeerStatus::Inactive
+    );
     assert!(trust.peers["1234abcd"].stomp.is_some());
 
     // The new CA signs with the new passphrase.
@@ -64,8 +96,15 @@ fn a_swaptacular_ca_moves_to_ca_tool_without_new_certificates() {
         "/O=Swaptacular Nodes Registry/OU=Creditors Agents/serialNumber=5921983fe0e6eb987aeedca54ad3c708",
     );
     ca_tool(args![
-        "sign-server", "--dir", &dir, "--csr", &csr, "--out", tmp.path().join("gw.crt"),
-        "--passphrase-file", &new
+        "sign-server",
+        "--dir",
+        &dir,
+        "--csr",
+        &csr,
+        "--out",
+        tmp.path().join("gw.crt"),
+        "--passphrase-file",
+        &new
     ])
     .assert_success();
 
@@ -90,8 +129,15 @@ fn an_inconsistent_swaptacular_ca_is_not_imported() {
     let dir = tmp.path().join("ca");
     let before = snapshot(&from);
     ca_tool(args![
-        "import-swaptacular", "--from", &from, "--dir", &dir,
-        "--from-passphrase-file", &old, "--passphrase-file", &new
+        "import-swaptacular",
+        "--from",
+        &from,
+        "--dir",
+        &dir,
+        "--from-passphrase-file",
+        &old,
+        "--passphrase-file",
+        &new
     ])
     .assert_failure_with("nothing was created");
     assert!(!dir.exists());

@@ -51,7 +51,9 @@ fn scripts_can_run(test: &str) -> bool {
         return true;
     };
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-        panic!("{test}: {why}; .ci/run installs what the Swaptacular tests need, so CI must have it");
+        panic!(
+            "{test}: {why}; .ci/run installs what the Swaptacular tests need, so CI must have it"
+        );
     }
     eprintln!("SKIPPED {test}: {why} (install openssl zip unzip gettext-base bsdextrautils)");
     false
@@ -118,7 +120,11 @@ impl ScriptNode {
             &rules,
             Duration::from_secs(120),
         );
-        assert!(!done.status.success(), "{script} {args:?} succeeded\n{}", done.transcript);
+        assert!(
+            !done.status.success(),
+            "{script} {args:?} succeeded\n{}",
+            done.transcript
+        );
         done.transcript
     }
 

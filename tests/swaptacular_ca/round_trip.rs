@@ -53,7 +53,12 @@ fn pair(flavor: &Flavor) -> Pair {
     let tmp = tmp();
     let root = tmp.path().to_path_buf();
     let pass = write_passphrase(&root.join("pass"), &format!("{PASS}\n"));
-    let theirs = ScriptNode::create(&root.join("S"), flavor.theirs.0, flavor.theirs.1, "127.0.0.1:1235");
+    let theirs = ScriptNode::create(
+        &root.join("S"),
+        flavor.theirs.0,
+        flavor.theirs.1,
+        "127.0.0.1:1235",
+    );
     let ours = ToolNode::create(&root.join("T"), &pass, flavor.ours.0, flavor.ours.1);
     let ours_id = ours.node_id();
 
@@ -63,7 +68,14 @@ fn pair(flavor: &Flavor) -> Pair {
     let our_bundle = root.join("T.zip");
     ours.cmd_with_pass(
         "export-bundle",
-        args!["--format", "swaptacular", "--out", &our_bundle, "--stomp-endpoint", "127.0.0.1:1234"],
+        args![
+            "--format",
+            "swaptacular",
+            "--out",
+            &our_bundle,
+            "--stomp-endpoint",
+            "127.0.0.1:1234"
+        ],
     )
     .assert_success();
 
@@ -89,8 +101,16 @@ fn pair(flavor: &Flavor) -> Pair {
     let their_key = root.join("S-server.key");
     let their_csr = root.join("S-server.csr");
     let their_leaf = root.join("S-server.crt");
-    theirs.run("generate-serverkey", &[their_key.to_str().unwrap(), their_csr.to_str().unwrap()], &[]);
-    theirs.run("sign-servercert", &[their_csr.to_str().unwrap(), their_leaf.to_str().unwrap()], &[]);
+    theirs.run(
+        "generate-serverkey",
+        &[their_key.to_str().unwrap(), their_csr.to_str().unwrap()],
+        &[],
+    );
+    theirs.run(
+        "sign-servercert",
+        &[their_csr.to_str().unwrap(), their_leaf.to_str().unwrap()],
+        &[],
+    );
     let our_subject = format!(
         "/O=Swaptacular Nodes Registry/OU={}/serialNumber={ours_id}",
         match flavor.ours.0 {
@@ -118,20 +138,31 @@ fn pair(flavor: &Flavor) -> Pair {
 
 fn tool_aa() -> Option<&'static Pair> {
     static PAIR: OnceLock<Option<Pair>> = OnceLock::new();
-    PAIR.get_or_init(|| scripts_can_run("round_trip (ca-tool accounting authority)").then(|| pair(&TOOL_AA)))
-        .as_ref()
+    PAIR.get_or_init(|| {
+        scripts_can_run("round_trip (ca-tool accounting authority)").then(|| pair(&TOOL_AA))
+    })
+    .as_ref()
 }
 
 fn tool_ca() -> Option<&'static Pair> {
     static PAIR: OnceLock<Option<Pair>> = OnceLock::new();
-    PAIR.get_or_init(|| scripts_can_run("round_trip (ca-tool creditors agent)").then(|| pair(&TOOL_CA)))
-        .as_ref()
+    PAIR.get_or_init(|| {
+        scripts_can_run("round_trip (ca-tool creditors agent)").then(|| pair(&TOOL_CA))
+    })
+    .as_ref()
 }
 
 /// `openssl verify -x509_strict -purpose P -trusted anchor [-untrusted cross] leaf` accepts.
 #[track_caller]
 fn openssl_accepts(purpose: &str, anchor: &Path, cross: Option<&Path>, leaf: &Path) {
-    let mut a = args!["verify", "-x509_strict", "-purpose", purpose, "-trusted", anchor];
+    let mut a = args![
+        "verify",
+        "-x509_strict",
+        "-purpose",
+        purpose,
+        "-trusted",
+        anchor
+    ];
     if let Some(c) = cross {
         a.extend(args!["-untrusted", c]);
     }
@@ -161,10 +192,18 @@ fn registered(p: &Pair, subnet_for: Option<&str>) {
         "{}",
         p.their_register
     );
-    assert!(p.theirs.dir.join("peers").join(&p.ours_id).join("sub-ca.crt").exists());
-    p.our_register.assert_stdout_contains("Registered the cross-certificate");
+    assert!(p
+        .theirs
+        .dir
+        .join("peers")
+        .join(&p.ours_id)
+        .join("sub-ca.crt")
+        .exists());
+    p.our_register
+        .assert_stdout_contains("Registered the cross-certificate");
     if let Some(s) = subnet_for {
-        p.our_register.assert_stdout_contains(&format!("subnet {s}"));
+        p.our_register
+            .assert_stdout_contains(&format!("subnet {s}"));
     }
     let list = p.ours.cmd("list", args!["--json"]);
     list.assert_success();
@@ -178,13 +217,28 @@ fn registered(p: &Pair, subnet_for: Option<&str>) {
 /// The three chains whose key identifiers openssl can match today: their leaf through
 /// the cross-cert we issued under our root, and each leaf under its own root.
 fn chains_without_key_identifier_dependence(p: &Pair) {
-    openssl_accepts("sslclient", &p.ours.root(), Some(&p.cross_for_them), &p.their_leaf);
+    openssl_accepts(
+        "sslclient",
+        &p.ours.root(),
+        Some(&p.cross_for_them),
+        &p.their_leaf,
+    );
     openssl_accepts("sslserver", &p.theirs.root(), None, &p.their_leaf);
     openssl_accepts("sslserver", &p.ours.root(), None, &p.our_leaf);
     openssl_accepts("sslclient", &p.ours.root(), None, &p.our_leaf);
     // The project's validator agrees, on all four.
-    ca_tool_accepts("client", &p.ours.root(), Some(&p.cross_for_them), &p.their_leaf);
-    ca_tool_accepts("client", &p.theirs.root(), Some(&p.cross_for_us), &p.our_leaf);
+    ca_tool_accepts(
+        "client",
+        &p.ours.root(),
+        Some(&p.cross_for_them),
+        &p.their_leaf,
+    );
+    ca_tool_accepts(
+        "client",
+        &p.theirs.root(),
+        Some(&p.cross_for_us),
+        &p.our_leaf,
+    );
     ca_tool_accepts("server", &p.theirs.root(), None, &p.their_leaf);
     ca_tool_accepts("server", &p.ours.root(), None, &p.our_leaf);
 }
@@ -193,7 +247,12 @@ fn chains_without_key_identifier_dependence(p: &Pair) {
 /// openssl matches our leaf's authorityKeyIdentifier against that certificate's
 /// subjectKeyIdentifier, which openssl computed as SHA-1 of our key.
 fn our_leaf_through_their_cross_cert(p: &Pair) {
-    openssl_accepts("sslclient", &p.theirs.root(), Some(&p.cross_for_us), &p.our_leaf);
+    openssl_accepts(
+        "sslclient",
+        &p.theirs.root(),
+        Some(&p.cross_for_us),
+        &p.our_leaf,
+    );
 }
 
 #[test]
@@ -201,7 +260,13 @@ fn tool_accounting_authority_and_script_creditors_agent_register_each_other() {
     let Some(p) = tool_aa() else { return };
     registered(p, None);
     // The scripts' creditors agent took the subnet we gave it.
-    let masq = read_text(&p.theirs.dir.join("peers").join(&p.ours_id).join("masq-subnet.txt"));
+    let masq = read_text(
+        &p.theirs
+            .dir
+            .join("peers")
+            .join(&p.ours_id)
+            .join("masq-subnet.txt"),
+    );
     assert_eq!(masq.trim(), "000001");
 }
 
@@ -243,14 +308,31 @@ fn the_scripts_refuse_a_second_root_for_a_known_node() {
     // sign-peercert for a node it already signed, with a different root: refused.
     let tmp = tmp();
     let pass = write_passphrase(&tmp.path().join("pass"), &format!("{PASS}\n"));
-    let other = ToolNode::create(&tmp.path().join("X"), &pass, "accounting-authority", &["--node-id", "a1b2c3d4"]);
+    let other = ToolNode::create(
+        &tmp.path().join("X"),
+        &pass,
+        "accounting-authority",
+        &["--node-id", "a1b2c3d4"],
+    );
     let bundle = tmp.path().join("X.zip");
     other
         .cmd_with_pass(
             "export-bundle",
-            args!["--format", "swaptacular", "--out", &bundle, "--stomp-endpoint", "127.0.0.1:9"],
+            args![
+                "--format",
+                "swaptacular",
+                "--out",
+                &bundle,
+                "--stomp-endpoint",
+                "127.0.0.1:9"
+            ],
         )
         .assert_success();
-    let transcript = p.theirs.run_failing("sign-peercert", &[bundle.to_str().unwrap()]);
-    assert!(transcript.contains("has been approved already"), "{transcript}");
+    let transcript = p
+        .theirs
+        .run_failing("sign-peercert", &[bundle.to_str().unwrap()]);
+    assert!(
+        transcript.contains("has been approved already"),
+        "{transcript}"
+    );
 }
