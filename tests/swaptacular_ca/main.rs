@@ -4,6 +4,7 @@
 //! | module | what |
 //! |---|---|
 //! | `round_trip` | a node made by the scripts and one made by `ca-tool init --profile swaptacular` exchange info-bundles, sign each other's roots, register, and `openssl verify` judges the four chains; both ways round (ca-tool as accounting authority with RSA-3072, as creditors agent with P-256) |
+//! | `gateway` | `peer-gateway` runs on swpt_stomp's accounting authority node directory, in place and read-only |
 //! | `import` | `import-swaptacular` on a copy of swpt_stomp's test node CA |
 //! | `hostile` | info-bundles that must be refused, leaving the CA as it was |
 //! | `pty` | (helper) a pseudo-terminal that answers the scripts' prompts |
@@ -18,6 +19,7 @@ use std::time::Duration;
 
 use peerlink_e2e::*;
 
+mod gateway;
 mod hostile;
 mod import;
 mod pty;
