@@ -32,19 +32,7 @@ fn setup() -> Setup {
         &["--key-type", "ecdsa-p256"],
     );
     let bundle = root.join("agent.zip");
-    agent
-        .cmd_with_pass(
-            "export-bundle",
-            args![
-                "--format",
-                "swaptacular",
-                "--out",
-                &bundle,
-                "--stomp-endpoint",
-                "127.0.0.1:1"
-            ],
-        )
-        .assert_success();
+    agent.export_infobundle(&bundle, "127.0.0.1:1");
     let members = unzip(&read_bytes(&bundle));
     Setup {
         _tmp: tmp,
@@ -52,6 +40,14 @@ fn setup() -> Setup {
         aa,
         members,
     }
+}
+
+/// Another creditors agent in `dir/O` and its info-bundle `dir/o.zip`.
+fn other_agent(dir: &Path) -> (ToolNode, PathBuf) {
+    let other = ToolNode::create_in(dir, "O", "creditors-agent", &["--key-type", "ecdsa-p256"]);
+    let bundle = dir.join("o.zip");
+    other.export_infobundle(&bundle, "h:1");
+    (other, bundle)
 }
 
 fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
@@ -208,27 +204,7 @@ fn hostile_info_bundles_are_refused_and_change_nothing() {
     ];
     // A CSR for another key (another agent's bundle's CSR).
     let tmp2 = tmp();
-    let pass = write_passphrase(&tmp2.path().join("pass"), &format!("{PASS}\n"));
-    let other = ToolNode::create(
-        &tmp2.path().join("O"),
-        &pass,
-        "creditors-agent",
-        &["--key-type", "ecdsa-p256"],
-    );
-    let other_bundle = tmp2.path().join("o.zip");
-    other
-        .cmd_with_pass(
-            "export-bundle",
-            args![
-                "--format",
-                "swaptacular",
-                "--out",
-                &other_bundle,
-                "--stomp-endpoint",
-                "h:1"
-            ],
-        )
-        .assert_success();
+    let (_other, other_bundle) = other_agent(tmp2.path());
     let other_csr = unzip(&read_bytes(&other_bundle))
         .into_iter()
         .find(|(n, _)| n == "root-ca.csr")
@@ -289,27 +265,7 @@ fn swaptacular_rules_are_enforced_when_signing() {
     sign(args!["--subnet", "000001"]).assert_success();
     // The subnet is taken now: another agent cannot get it.
     let tmp2 = tmp();
-    let pass = write_passphrase(&tmp2.path().join("pass"), &format!("{PASS}\n"));
-    let other = ToolNode::create(
-        &tmp2.path().join("O"),
-        &pass,
-        "creditors-agent",
-        &["--key-type", "ecdsa-p256"],
-    );
-    let other_bundle = tmp2.path().join("o.zip");
-    other
-        .cmd_with_pass(
-            "export-bundle",
-            args![
-                "--format",
-                "swaptacular",
-                "--out",
-                &other_bundle,
-                "--stomp-endpoint",
-                "h:1"
-            ],
-        )
-        .assert_success();
+    let (other, other_bundle) = other_agent(tmp2.path());
     let o = s.aa.cmd_with_pass(
         "sign-peer",
         args![
@@ -329,7 +285,7 @@ fn swaptacular_rules_are_enforced_when_signing() {
             args!["--bundle", &bundle, "--out", tmp2.path().join("z.crt")],
         )
         .assert_failure_with("accounting authorities with agents only");
-    let plain = CaFixture::init(&tmp2.path().join("P"), "Net", "gw", None, None, &pass);
+    let plain = CaFixture::init(&tmp2.path().join("P"), "Net", "gw", None, None, &other.pass);
     plain
         .cmd_with_pass(
             "sign-peer",

@@ -2,12 +2,36 @@
 
 use super::*;
 
+/// `ca-tool import-swaptacular --from from --dir dir` with the two passphrase files.
+fn import(from: &Path, dir: &Path, old: &Path, new: &Path) -> Outcome {
+    ca_tool(args![
+        "import-swaptacular",
+        "--from",
+        from,
+        "--dir",
+        dir,
+        "--from-passphrase-file",
+        old,
+        "--passphrase-file",
+        new
+    ])
+}
+
+/// A writable copy of one of swpt_stomp's test nodes in `dir/swpt`.
+fn writable_copy_of_test_node(dir: &Path, node: &str) -> PathBuf {
+    let from = dir.join("swpt");
+    copy_dir(
+        &third_party().join("swpt_stomp/test_data").join(node),
+        &from,
+    );
+    run_program("chmod", args!["-R", "u+w", &from]).assert_success();
+    from
+}
+
 #[test]
 fn a_swaptacular_ca_moves_to_ca_tool_without_new_certificates() {
     let tmp = tmp();
-    let from = tmp.path().join("swpt");
-    copy_dir(&third_party().join("swpt_stomp/test_data/CA"), &from);
-    run_program("chmod", args!["-R", "u+w", &from]).assert_success();
+    let from = writable_copy_of_test_node(tmp.path(), "CA");
     let old = write_passphrase(&tmp.path().join("old"), "123456\n");
     let new = write_passphrase(&tmp.path().join("new"), &format!("{PASS}\n"));
     let dir = tmp.path().join("ca");
@@ -15,24 +39,11 @@ fn a_swaptacular_ca_moves_to_ca_tool_without_new_certificates() {
 
     // A wrong passphrase: nothing is created, nothing changed.
     let wrong = write_passphrase(&tmp.path().join("wrong"), "654321\n");
-    let args_with = |old: &Path| {
-        args![
-            "import-swaptacular",
-            "--from",
-            &from,
-            "--dir",
-            &dir,
-            "--from-passphrase-file",
-            old,
-            "--passphrase-file",
-            &new
-        ]
-    };
-    ca_tool(args_with(&wrong)).assert_failure_with("wrong passphrase");
+    import(&from, &dir, &wrong, &new).assert_failure_with("wrong passphrase");
     assert!(!dir.exists());
     assert_unchanged(&from, &before, "import with a wrong passphrase");
 
-    let out = ca_tool(args_with(&old));
+    let out = import(&from, &dir, &old, &new);
     out.assert_success();
     assert_unchanged(&from, &before, "import");
     out.assert_stdout_contains("deactivated");
@@ -109,15 +120,13 @@ fn a_swaptacular_ca_moves_to_ca_tool_without_new_certificates() {
     .assert_success();
 
     // Importing again into the same place is refused; into a non-empty directory too.
-    ca_tool(args_with(&old)).assert_failure_with("already holds a CA");
+    import(&from, &dir, &old, &new).assert_failure_with("already holds a CA");
 }
 
 #[test]
 fn an_inconsistent_swaptacular_ca_is_not_imported() {
     let tmp = tmp();
-    let from = tmp.path().join("swpt");
-    copy_dir(&third_party().join("swpt_stomp/test_data/CA"), &from);
-    run_program("chmod", args!["-R", "u+w", &from]).assert_success();
+    let from = writable_copy_of_test_node(tmp.path(), "CA");
     // A partner directory holding someone else's root.
     std::fs::copy(
         from.join("peers/deac00ed/root-ca.crt"),
@@ -128,18 +137,7 @@ fn an_inconsistent_swaptacular_ca_is_not_imported() {
     let new = write_passphrase(&tmp.path().join("new"), &format!("{PASS}\n"));
     let dir = tmp.path().join("ca");
     let before = snapshot(&from);
-    ca_tool(args![
-        "import-swaptacular",
-        "--from",
-        &from,
-        "--dir",
-        &dir,
-        "--from-passphrase-file",
-        &old,
-        "--passphrase-file",
-        &new
-    ])
-    .assert_failure_with("nothing was created");
+    import(&from, &dir, &old, &new).assert_failure_with("nothing was created");
     assert!(!dir.exists());
     assert_unchanged(&from, &before, "failed import");
     let leftovers: Vec<_> = std::fs::read_dir(tmp.path())

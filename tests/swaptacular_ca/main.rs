@@ -92,8 +92,24 @@ impl ScriptNode {
         node
     }
 
-    /// Runs one script, answering passphrase and confirmation prompts (and `extra`).
+    /// Runs one script, answering passphrase and confirmation prompts (and `extra`),
+    /// and asserts it succeeded; returns its transcript.
     fn run(&self, script: &str, args: &[&str], extra: &[(&str, &str)]) -> String {
+        self.run_expecting(true, script, args, extra)
+    }
+
+    /// Runs a script that must fail; returns its transcript.
+    fn run_failing(&self, script: &str, args: &[&str]) -> String {
+        self.run_expecting(false, script, args, &[])
+    }
+
+    fn run_expecting(
+        &self,
+        success: bool,
+        script: &str,
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> String {
         let mut rules = vec![("pass phrase", PASS), ("[y/n]", "y")];
         rules.extend_from_slice(extra);
         let done = pty::run_answering(
@@ -103,28 +119,11 @@ impl ScriptNode {
             &rules,
             Duration::from_secs(120),
         );
-        assert!(
+        assert_eq!(
             done.status.success(),
-            "{script} {args:?} failed ({})\n{}",
+            success,
+            "{script} {args:?} exited with {}\n{}",
             done.status,
-            done.transcript
-        );
-        done.transcript
-    }
-
-    /// Runs a script that must fail; returns its transcript.
-    fn run_failing(&self, script: &str, args: &[&str]) -> String {
-        let rules = [("pass phrase", PASS), ("[y/n]", "y")];
-        let done = pty::run_answering(
-            &self.dir.join(script),
-            args,
-            &self.dir,
-            &rules,
-            Duration::from_secs(120),
-        );
-        assert!(
-            !done.status.success(),
-            "{script} {args:?} succeeded\n{}",
             done.transcript
         );
         done.transcript
@@ -164,6 +163,28 @@ impl ToolNode {
             dir: dir.to_path_buf(),
             pass: pass.to_path_buf(),
         }
+    }
+
+    /// A node in `dir/<name>`, with the passphrase file `dir/pass`.
+    fn create_in(dir: &Path, name: &str, node_type: &str, extra: &[&str]) -> ToolNode {
+        let pass = write_passphrase(&dir.join("pass"), &format!("{PASS}\n"));
+        ToolNode::create(&dir.join(name), &pass, node_type, extra)
+    }
+
+    /// `export-bundle --format swaptacular --out out --stomp-endpoint endpoint`, asserted.
+    fn export_infobundle(&self, out: &Path, endpoint: &str) {
+        self.cmd_with_pass(
+            "export-bundle",
+            args![
+                "--format",
+                "swaptacular",
+                "--out",
+                out,
+                "--stomp-endpoint",
+                endpoint
+            ],
+        )
+        .assert_success();
     }
 
     fn cmd(&self, sub: &str, extra: Vec<std::ffi::OsString>) -> Outcome {

@@ -66,18 +66,7 @@ fn pair(flavor: &Flavor) -> Pair {
     let their_bundle = root.join("S.zip");
     theirs.run("create-infobundle", &[their_bundle.to_str().unwrap()], &[]);
     let our_bundle = root.join("T.zip");
-    ours.cmd_with_pass(
-        "export-bundle",
-        args![
-            "--format",
-            "swaptacular",
-            "--out",
-            &our_bundle,
-            "--stomp-endpoint",
-            "127.0.0.1:1234"
-        ],
-    )
-    .assert_success();
+    ours.export_infobundle(&our_bundle, "127.0.0.1:1234");
 
     // Each signs the other's root.
     let cross_for_them = root.join("for-S.crt");
@@ -307,27 +296,14 @@ fn the_scripts_refuse_a_second_root_for_a_known_node() {
     let Some(p) = tool_aa() else { return };
     // sign-peercert for a node it already signed, with a different root: refused.
     let tmp = tmp();
-    let pass = write_passphrase(&tmp.path().join("pass"), &format!("{PASS}\n"));
-    let other = ToolNode::create(
-        &tmp.path().join("X"),
-        &pass,
+    let other = ToolNode::create_in(
+        tmp.path(),
+        "X",
         "accounting-authority",
         &["--node-id", "a1b2c3d4"],
     );
     let bundle = tmp.path().join("X.zip");
-    other
-        .cmd_with_pass(
-            "export-bundle",
-            args![
-                "--format",
-                "swaptacular",
-                "--out",
-                &bundle,
-                "--stomp-endpoint",
-                "127.0.0.1:9"
-            ],
-        )
-        .assert_success();
+    other.export_infobundle(&bundle, "127.0.0.1:9");
     let transcript = p
         .theirs
         .run_failing("sign-peercert", &[bundle.to_str().unwrap()]);
