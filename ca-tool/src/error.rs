@@ -54,7 +54,8 @@ from_error!(
     peerlink_ca::bundle::BundleError,
     peerlink_cadb::DbError,
     peerlink_cadb::UnreadableCertificate,
-    peerlink_ca::csr::CsrError
+    peerlink_ca::csr::CsrError,
+    peerlink_ca::swaptacular::infobundle::InfoBundleError
 );
 
 /// Result of a command.

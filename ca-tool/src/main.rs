@@ -26,7 +26,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     version,
     about,
     long_about,
-    after_long_help = "EXAMPLES:\n    ca-tool init --dir ca --org \"My Network\" --unit creditors\n    ca-tool info --dir ca\n    ca-tool export-bundle --dir ca --out me.bundle --endpoint gw.example.org:7443\n    ca-tool show-bundle --bundle partner.bundle\n    ca-tool sign-peer --dir ca --bundle partner.bundle --out partner-cross.crt --expect-fingerprint 'AB12 CD34 ...'\n    ca-tool register-peer --dir ca --bundle partner.bundle --cert me-by-partner.crt\n    ca-tool sign-server --dir ca --csr gateway.csr --out gateway.crt\n    ca-tool revoke --dir ca --peer <node id> --reason key-compromise\n    ca-tool verify --anchor ca/root-ca.crt --untrusted cross.crt --purpose client gateway.crt\n    ca-tool completions bash > /etc/bash_completion.d/ca-tool\n\nFILES:\n    DIR/root-ca.crt, DIR/private/root-ca.key (or DIR/private/pkcs11.json), DIR/ca.db, DIR/crl.pem, DIR/peers/<id>/. See docs/ca-tool.md and docs/operations.md.\n\nEXIT STATUS:\n    0 success; 1 refused or failed, nothing changed; 2 usage error; 3 verify found the chain invalid."
+    after_long_help = "EXAMPLES:\n    ca-tool init --dir ca --org \"My Network\" --unit creditors\n    ca-tool init --dir ca --profile swaptacular --node-type creditors-agent\n    ca-tool info --dir ca\n    ca-tool export-bundle --dir ca --out me.bundle --endpoint gw.example.org:7443\n    ca-tool show-bundle --bundle partner.bundle\n    ca-tool sign-peer --dir ca --bundle partner.bundle --out partner-cross.crt --expect-fingerprint 'AB12 CD34 ...'\n    ca-tool export-bundle --dir ca --format swaptacular --out me.zip --stomp-endpoint stomp.example.org:1234\n    ca-tool import-swaptacular --from swpt-ca --dir ca\n    ca-tool register-peer --dir ca --bundle partner.bundle --cert me-by-partner.crt\n    ca-tool sign-server --dir ca --csr gateway.csr --out gateway.crt\n    ca-tool revoke --dir ca --peer <node id> --reason key-compromise\n    ca-tool verify --anchor ca/root-ca.crt --untrusted cross.crt --purpose client gateway.crt\n    ca-tool completions bash > /etc/bash_completion.d/ca-tool\n\nFILES:\n    DIR/root-ca.crt, DIR/private/root-ca.key (or DIR/private/pkcs11.json), DIR/ca.db, DIR/crl.pem, DIR/peers/<id>/. See docs/ca-tool.md and docs/operations.md.\n\nEXIT STATUS:\n    0 success; 1 refused or failed, nothing changed; 2 usage error; 3 verify found the chain invalid."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -40,6 +40,25 @@ pub struct PassphraseArg {
     /// from this file (first line); otherwise ask on the terminal.
     #[arg(long, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
+}
+
+/// Where our STOMP servers are, for a Swaptacular info-bundle's `stomp.toml`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StompArgs {
+    /// Our STOMP server HOST:PORT, as Swaptacular peers should dial it (repeatable; with
+    /// --format swaptacular). Default: DIR/nodeinfo/stomp.toml, if there is one.
+    #[arg(
+        long = "stomp-endpoint",
+        id = "stomp_endpoints",
+        value_name = "HOST:PORT"
+    )]
+    pub endpoints: Vec<String>,
+    /// The CONNECT `host` header peers send.
+    #[arg(long, value_name = "HOST", default_value = "/")]
+    pub stomp_host: String,
+    /// The SEND `destination` header peers use [default: by node type, as init-ca writes it].
+    #[arg(long, value_name = "DEST", requires = "stomp_endpoints")]
+    pub stomp_destination: Option<String>,
 }
 
 /// Key types for `init`.
@@ -60,6 +79,47 @@ pub enum KeyTypeArg {
     /// RSA 4096
     #[value(name = "rsa-4096")]
     Rsa4096,
+}
+
+/// Certificate profiles for `init`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProfileArg {
+    /// The project's own profile (design.md).
+    Default,
+    /// A root that Swaptacular nodes (swpt_ca_scripts) accept; see docs/swaptacular.md.
+    Swaptacular,
+}
+
+/// Swaptacular node types.
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum NodeTypeArg {
+    /// OU=Accounting Authorities; --node-id is its 8-hex-digit debtor-id prefix.
+    AccountingAuthority,
+    /// OU=Creditors Agents; the node id is derived from the root key.
+    CreditorsAgent,
+    /// OU=Debtors Agents; the node id is derived from the root key.
+    DebtorsAgent,
+}
+
+impl NodeTypeArg {
+    /// The node type it names.
+    pub fn node_type(self) -> peerlink_pki::swaptacular::NodeType {
+        use peerlink_pki::swaptacular::NodeType;
+        match self {
+            NodeTypeArg::AccountingAuthority => NodeType::AccountingAuthority,
+            NodeTypeArg::CreditorsAgent => NodeType::CreditorsAgent,
+            NodeTypeArg::DebtorsAgent => NodeType::DebtorsAgent,
+        }
+    }
+}
+
+/// Bundle formats for `export-bundle`.
+#[derive(ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FormatArg {
+    /// The project's text bundle (docs/bundle-format.md).
+    Peerlink,
+    /// A Swaptacular info-bundle zip, as swpt_ca_scripts' create-infobundle writes it.
+    Swaptacular,
 }
 
 /// Purposes for `verify`.
@@ -85,21 +145,37 @@ enum Command {
         /// CA directory to create (must not exist, or be empty).
         #[arg(long, value_name = "DIR")]
         dir: PathBuf,
-        /// Network or registry name (O).
-        #[arg(long)]
-        org: String,
-        /// Role of this node (OU).
-        #[arg(long)]
-        unit: String,
-        /// Explicit node id (serialNumber); default: hex of the first 16 bytes of SHA-256 of the root key.
+        /// Network or registry name (O); with --profile swaptacular it is set by the profile.
+        #[arg(
+            long,
+            required_unless_present = "node_type",
+            conflicts_with = "node_type"
+        )]
+        org: Option<String>,
+        /// Role of this node (OU); with --profile swaptacular it is set by the profile.
+        #[arg(
+            long,
+            required_unless_present = "node_type",
+            conflicts_with = "node_type"
+        )]
+        unit: Option<String>,
+        /// Certificate profile: `default`, or `swaptacular` (a root Swaptacular nodes accept:
+        /// O=Swaptacular Nodes Registry, OU from --node-type, RSA-3072, about 1000 years).
+        #[arg(long, value_enum, default_value = "default")]
+        profile: ProfileArg,
+        /// Swaptacular node type (with --profile swaptacular).
+        #[arg(long, value_enum)]
+        node_type: Option<NodeTypeArg>,
+        /// Explicit node id (serialNumber); default: hex of the first 16 bytes of SHA-256 of the
+        /// root key. A Swaptacular accounting authority gives its 8-hex-digit debtor-id prefix.
         #[arg(long, value_name = "ID")]
         node_id: Option<String>,
-        /// Root key type.
-        #[arg(long, value_enum, default_value = "ecdsa-p256")]
-        key_type: KeyTypeArg,
-        /// Validity of the root certificate in days.
-        #[arg(long, default_value_t = 3650)]
-        days: u32,
+        /// Root key type [default: ecdsa-p256; rsa-3072 with --profile swaptacular].
+        #[arg(long, value_enum)]
+        key_type: Option<KeyTypeArg>,
+        /// Validity of the root certificate in days [default: 3650; 365000 with --profile swaptacular].
+        #[arg(long)]
+        days: Option<u32>,
         /// Generate the root key on a PKCS#11 token through this module (shared library,
         /// e.g. /usr/lib/softhsm/libsofthsm2.so) instead of an encrypted key file.
         #[arg(long, value_name = "PATH", requires = "token_label")]
@@ -133,6 +209,11 @@ enum Command {
         /// Gateway endpoint HOST:PORT partners should dial (repeatable).
         #[arg(long = "endpoint", value_name = "HOST:PORT")]
         endpoints: Vec<String>,
+        /// Bundle format: `peerlink` (text) or `swaptacular` (an info-bundle zip).
+        #[arg(long, value_enum, default_value = "peerlink")]
+        format: FormatArg,
+        #[command(flatten)]
+        stomp: StompArgs,
         #[command(flatten)]
         passphrase: PassphraseArg,
     },
@@ -156,9 +237,15 @@ enum Command {
         /// Where to write the cross-certificate for the partner.
         #[arg(long, value_name = "CERT")]
         out: PathBuf,
-        /// Validity in days (capped at both roots' expiry).
-        #[arg(long, default_value_t = 1825)]
-        days: u32,
+        /// Validity in days, capped at both roots' expiry [default: 1825; for a Swaptacular
+        /// partner 365000, as its register-peer wants at least 500 years].
+        #[arg(long)]
+        days: Option<u32>,
+        /// The subnet an accounting authority gives a Swaptacular agent (6 hex digits for a
+        /// creditors agent; 8 to 16 starting with our id for a debtors agent), written into
+        /// the cross-certificate as the comment `Subnet: <HEX>`.
+        #[arg(long, value_name = "HEX")]
+        subnet: Option<String>,
         /// Refuse unless the partner's root fingerprint is this (as read over the phone).
         #[arg(long, value_name = "SHA256")]
         expect_fingerprint: Option<String>,
@@ -179,6 +266,25 @@ enum Command {
         /// The cross-certificate the partner issued to us.
         #[arg(long, value_name = "CERT")]
         cert: PathBuf,
+    },
+    /// Migrate a swpt_ca_scripts CA (a Swaptacular node) into a new ca-tool CA directory.
+    ///
+    /// The root key is re-encrypted as PKCS#8 with a new passphrase; issued certificates
+    /// and partners go into the issuance database, so no partner has to exchange
+    /// certificates again. The original directory is only read.
+    ImportSwaptacular {
+        /// The swpt_ca_scripts directory (holds root-ca.crt, private/root-ca.key, db/, peers/).
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+        /// The new CA directory (must not exist, or be empty).
+        #[arg(long, value_name = "NEW")]
+        dir: PathBuf,
+        /// Read the passphrase of the Swaptacular root key from this file (first line);
+        /// otherwise ask on the terminal.
+        #[arg(long, value_name = "FILE")]
+        from_passphrase_file: Option<PathBuf>,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
     },
     /// Sign a gateway's CSR with the server profile.
     SignServer {
@@ -312,6 +418,8 @@ async fn run(command: Command) -> error::CliResult {
             dir,
             org,
             unit,
+            profile,
+            node_type,
             node_id,
             key_type,
             days,
@@ -320,6 +428,7 @@ async fn run(command: Command) -> error::CliResult {
             key_label,
             passphrase,
         } => {
+            let naming = init::Naming::from_args(profile, node_type, org, unit)?;
             let token = match (pkcs11_module, token_label) {
                 (Some(module), Some(token_label)) => Some(init::TokenArgs {
                     module,
@@ -331,8 +440,7 @@ async fn run(command: Command) -> error::CliResult {
             };
             init::run(
                 &dir,
-                &org,
-                &unit,
+                &naming,
                 node_id.as_deref(),
                 key_type,
                 days,
@@ -346,14 +454,34 @@ async fn run(command: Command) -> error::CliResult {
             dir,
             out,
             endpoints,
+            format,
+            stomp,
             passphrase,
-        } => bundle::export(&dir, &out, &endpoints, &passphrase).await,
+        } => match format {
+            FormatArg::Peerlink => {
+                if !stomp.endpoints.is_empty() {
+                    return Err(error::CliError::new(
+                        "--stomp-endpoint is for --format swaptacular; peerlink bundles take --endpoint",
+                    ));
+                }
+                bundle::export(&dir, &out, &endpoints, &passphrase).await
+            }
+            FormatArg::Swaptacular => {
+                if !endpoints.is_empty() {
+                    return Err(error::CliError::new(
+                        "--endpoint is for peerlink bundles; a Swaptacular info-bundle names STOMP servers: use --stomp-endpoint",
+                    ));
+                }
+                swaptacular::export(&dir, &out, &stomp, &passphrase).await
+            }
+        },
         Command::ShowBundle { bundle, json } => bundle::show(&bundle, json),
         Command::SignPeer {
             dir,
             bundle,
             out,
             days,
+            subnet,
             expect_fingerprint,
             reactivate,
             passphrase,
@@ -362,13 +490,22 @@ async fn run(command: Command) -> error::CliResult {
                 &dir,
                 &bundle,
                 &out,
-                days,
-                expect_fingerprint.as_deref(),
-                reactivate,
+                &peer::SignOptions {
+                    days,
+                    subnet,
+                    expect_fingerprint,
+                    reactivate,
+                },
                 &passphrase,
             )
             .await
         }
+        Command::ImportSwaptacular {
+            from,
+            dir,
+            from_passphrase_file,
+            passphrase,
+        } => import::run(&from, &dir, from_passphrase_file.as_deref(), &passphrase).await,
         Command::RegisterPeer { dir, bundle, cert } => peer::register(&dir, &bundle, &cert).await,
         Command::SignServer {
             dir,

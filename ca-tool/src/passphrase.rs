@@ -16,6 +16,23 @@ pub fn obtain(file: Option<&Path>, confirm: bool) -> CliResult<Zeroizing<Vec<u8>
     }
 }
 
+/// Reads a passphrase from `file` (first line) or, without a file, asks on the
+/// terminal without echo with `prompt` (for a key other than this CA's root key,
+/// such as the one `import-swaptacular` reads).
+pub fn obtain_with_prompt(file: Option<&Path>, prompt: &str) -> CliResult<Zeroizing<Vec<u8>>> {
+    match file {
+        Some(path) => from_file(path),
+        None => {
+            let pass = Zeroizing::new(rpassword::prompt_password(prompt).map_err(|e| {
+                CliError::new(format!(
+                    "cannot ask for the passphrase ({e}); run on a terminal or pass it in a file"
+                ))
+            })?);
+            Ok(Zeroizing::new(pass.as_bytes().to_vec()))
+        }
+    }
+}
+
 /// Reads a PKCS#11 token's user PIN from `file` (first line, like a passphrase file) or,
 /// without a file, asks on the terminal without echo.
 pub fn obtain_pin(file: Option<&Path>) -> CliResult<Zeroizing<Vec<u8>>> {

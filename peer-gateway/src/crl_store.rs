@@ -174,6 +174,7 @@ mod tests {
             status: PeerStatus::Active,
             crl_der: crl,
             issued_to_us_not_after: None,
+            stomp: None,
         }
     }
 

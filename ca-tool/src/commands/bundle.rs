@@ -2,11 +2,12 @@
 
 use std::path::Path;
 
-use peerlink_ca::bundle::{self, VerifiedBundle};
+use peerlink_ca::bundle;
 use peerlink_pki::fsutil::{self, PUBLIC_FILE_MODE};
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use super::partner::Partner;
 use crate::cadir::CaDir;
 use crate::error::CliResult;
 use crate::PassphraseArg;
@@ -46,39 +47,19 @@ struct Shown<'a> {
     key_type: String,
     not_after: String,
     endpoints: &'a [String],
-    created_at: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<&'a str>,
+    /// For a Swaptacular info-bundle: the node type (its OU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    swaptacular_node_type: Option<&'static str>,
+    /// For a Swaptacular info-bundle: its STOMP servers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stomp_servers: Option<&'a [String]>,
 }
 
-/// Prints what a verified bundle says (used by `show-bundle` and `sign-peer`).
-pub fn print_identity(b: &VerifiedBundle) {
-    let id = &b.identity;
-    println!("Partner:       {}", id.subject);
-    println!(
-        "Node id:       {}{}",
-        id.node_id,
-        if id.id_matches_key() {
-            " (derived from its root key: reading it verifies the key)"
-        } else {
-            " (explicit: verify the fingerprint)"
-        }
-    );
-    println!("Fingerprint:   SHA-256 {}", id.fingerprint.phone_form());
-    println!(
-        "Key type:      {}",
-        id.key_type.map_or("unsupported", |k| k.name())
-    );
-    println!(
-        "Root expires:  {}",
-        peerlink_pki::timefmt::rfc3339(id.not_after)
-    );
-    println!("Endpoints:     {}", b.info.endpoints.join(", "));
-}
-
-/// Runs `show-bundle`.
+/// Runs `show-bundle` (a peerlink bundle or a Swaptacular info-bundle).
 pub fn show(path: &Path, json: bool) -> CliResult {
-    let bytes = fsutil::read(path)?;
-    let b = bundle::verify(&bytes, OffsetDateTime::now_utc())
-        .map_err(|e| crate::error::CliError::new(format!("{}: {e}", path.display())))?;
+    let b = Partner::load(path)?;
     if json {
         let shown = Shown {
             node_id: &b.identity.node_id,
@@ -91,8 +72,13 @@ pub fn show(path: &Path, json: bool) -> CliResult {
                 .key_type
                 .map_or("unsupported".into(), |k| k.name().to_string()),
             not_after: peerlink_pki::timefmt::rfc3339(b.identity.not_after),
-            endpoints: &b.info.endpoints,
-            created_at: &b.info.created_at,
+            endpoints: &b.endpoints,
+            created_at: b.created_at.as_deref(),
+            swaptacular_node_type: b.swaptacular.as_ref().map(|s| s.node_type.unit()),
+            stomp_servers: b
+                .swaptacular
+                .as_ref()
+                .map(|s| s.manifest.servers.as_slice()),
         };
         println!(
             "{}",
@@ -100,7 +86,7 @@ pub fn show(path: &Path, json: bool) -> CliResult {
         );
     } else {
         println!("Bundle {} is valid and signed by its root.", path.display());
-        print_identity(&b);
+        b.print();
     }
     Ok(())
 }

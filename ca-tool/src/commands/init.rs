@@ -16,7 +16,8 @@ use crate::cadir::{
     token_error, token_pin, DB_FILE, PEERS_DIR, PRIVATE_DIR, ROOT_CERT, ROOT_KEY, TOKEN_CONFIG,
 };
 use crate::error::{CliError, CliResult};
-use crate::{KeyTypeArg, PassphraseArg};
+use crate::{KeyTypeArg, NodeTypeArg, PassphraseArg, ProfileArg};
+use peerlink_pki::swaptacular::{self as swpt, NodeType};
 
 /// Where `init --pkcs11-module` generates the root key.
 #[derive(Debug, Clone)]
@@ -27,6 +28,133 @@ pub struct TokenArgs {
     pub token_label: String,
     /// CKA_LABEL of the key pair to generate.
     pub key_label: String,
+}
+
+/// The subject's O and OU and the profile's rules, from the command line.
+#[derive(Debug, Clone)]
+pub struct Naming {
+    /// O.
+    pub org: String,
+    /// OU.
+    pub unit: String,
+    /// The Swaptacular node type, with `--profile swaptacular`.
+    pub swaptacular: Option<NodeType>,
+}
+
+impl Naming {
+    /// Checks that the options fit the profile: `--org`/`--unit` for the default
+    /// profile, `--node-type` for the Swaptacular one (which sets O and OU).
+    pub fn from_args(
+        profile: ProfileArg,
+        node_type: Option<NodeTypeArg>,
+        org: Option<String>,
+        unit: Option<String>,
+    ) -> CliResult<Naming> {
+        match (profile, node_type, org, unit) {
+            (ProfileArg::Default, None, Some(org), Some(unit)) => Ok(Naming {
+                org,
+                unit,
+                swaptacular: None,
+            }),
+            (ProfileArg::Swaptacular, Some(t), None, None) => {
+                let t = t.node_type();
+                Ok(Naming {
+                    org: swpt::ORG.to_string(),
+                    unit: t.unit().to_string(),
+                    swaptacular: Some(t),
+                })
+            }
+            (ProfileArg::Default, Some(_), _, _) => Err(CliError::new(
+                "--node-type belongs to --profile swaptacular; add it, or give --org and --unit",
+            )),
+            (ProfileArg::Swaptacular, None, _, _) => Err(CliError::new(
+                "--profile swaptacular needs --node-type accounting-authority, creditors-agent or debtors-agent",
+            )),
+            (ProfileArg::Swaptacular, Some(_), _, _) => Err(CliError::new(
+                "--profile swaptacular sets O and OU itself; drop --org and --unit",
+            )),
+            (ProfileArg::Default, None, _, _) => {
+                Err(CliError::new("give both --org and --unit"))
+            }
+        }
+    }
+
+    /// Longest validity the profile allows.
+    fn max_days(&self) -> u32 {
+        if self.swaptacular.is_some() {
+            swpt::MAX_DAYS
+        } else {
+            profiles::MAX_DAYS
+        }
+    }
+
+    /// The node id of a root key: the explicit one, or derived from the key; with the
+    /// Swaptacular profile it must follow the node type's rule.
+    fn node_id(&self, explicit: Option<&str>, spki: &[u8]) -> CliResult<String> {
+        let id = match explicit {
+            Some(id) => id.to_string(),
+            None => identity::node_id_from_spki(spki),
+        };
+        if let Some(t) = self.swaptacular {
+            t.check_node_id(&id, spki)
+                .map_err(|e| CliError::new(e.to_string()))?;
+        }
+        Ok(id)
+    }
+
+    /// Checks the typed options (node id, key type, days) for the profile, before
+    /// any passphrase is asked; returns the key type and days to use.
+    fn check(
+        &self,
+        node_id: Option<&str>,
+        key_type: Option<KeyTypeArg>,
+        days: Option<u32>,
+    ) -> CliResult<(KeyType, u32)> {
+        let key_type = key_type.map(key_type_of);
+        let Some(t) = self.swaptacular else {
+            if let Some(id) = node_id {
+                identity::check_node_id(id)?;
+                if identity::is_hash_id(id) {
+                    return Err(identity::IdentityError::HashLikeNodeId(id.to_string()).into());
+                }
+            }
+            return Ok((key_type.unwrap_or(KeyType::EcdsaP256), days.unwrap_or(3650)));
+        };
+        match (t, node_id) {
+            (NodeType::AccountingAuthority, None) => {
+                return Err(CliError::new(
+                    "an accounting authority's node id is its debtor-id prefix: give --node-id with 8 lowercase hex digits (reserved for you in the registry of accounting authorities)",
+                ))
+            }
+            (NodeType::AccountingAuthority, Some(id)) => t
+                .check_node_id(id, &[])
+                .map_err(|e| CliError::new(e.to_string()))?,
+            (_, Some(_)) => {
+                return Err(CliError::new(
+                    "a Swaptacular agent's node id is derived from its root key; drop --node-id",
+                ))
+            }
+            (_, None) => {}
+        }
+        let key_type = key_type.unwrap_or(KeyType::Rsa3072);
+        if matches!(key_type, KeyType::EcdsaP384 | KeyType::Ed25519) {
+            return Err(CliError::new(format!(
+                "--key-type {key_type} cannot sign Swaptacular info-bundles (SHA-256 signatures, checked with openssl dgst -sha256); use rsa-3072 (Swaptacular's choice), rsa-2048, rsa-4096 or ecdsa-p256"
+            )));
+        }
+        Ok((key_type, days.unwrap_or(swpt::DEFAULT_DAYS)))
+    }
+}
+
+fn key_type_of(arg: KeyTypeArg) -> KeyType {
+    match arg {
+        KeyTypeArg::EcdsaP256 => KeyType::EcdsaP256,
+        KeyTypeArg::EcdsaP384 => KeyType::EcdsaP384,
+        KeyTypeArg::Ed25519 => KeyType::Ed25519,
+        KeyTypeArg::Rsa2048 => KeyType::Rsa2048,
+        KeyTypeArg::Rsa3072 => KeyType::Rsa3072,
+        KeyTypeArg::Rsa4096 => KeyType::Rsa4096,
+    }
 }
 
 /// The root key just made, and what goes into `private/`.
@@ -42,41 +170,27 @@ struct NewRoot {
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
     dir: &Path,
-    org: &str,
-    unit: &str,
+    naming: &Naming,
     node_id: Option<&str>,
-    key_type: KeyTypeArg,
-    days: u32,
+    key_type: Option<KeyTypeArg>,
+    days: Option<u32>,
     token: Option<&TokenArgs>,
     passphrase: &PassphraseArg,
 ) -> CliResult {
     refuse_existing(dir)?;
     // Check everything the operator typed before asking for the passphrase.
-    if let Some(id) = node_id {
-        identity::check_node_id(id)?;
-        if identity::is_hash_id(id) {
-            return Err(identity::IdentityError::HashLikeNodeId(id.to_string()).into());
-        }
-    }
-    NodeName::new(org, unit, node_id.unwrap_or("placeholder"))?;
-    profiles::validity_days(days)?;
+    let (key_type, days) = naming.check(node_id, key_type, days)?;
+    NodeName::new(&naming.org, &naming.unit, node_id.unwrap_or("placeholder"))?;
+    profiles::validity_days_up_to(days, naming.max_days())?;
     if let Some(t) = token {
         hsm::check_token_label(&t.token_label).map_err(token_error)?;
         hsm::check_key_label(&t.key_label).map_err(token_error)?;
     }
     let staging = staging_dir(dir)?;
 
-    let key_type = match key_type {
-        KeyTypeArg::EcdsaP256 => KeyType::EcdsaP256,
-        KeyTypeArg::EcdsaP384 => KeyType::EcdsaP384,
-        KeyTypeArg::Ed25519 => KeyType::Ed25519,
-        KeyTypeArg::Rsa2048 => KeyType::Rsa2048,
-        KeyTypeArg::Rsa3072 => KeyType::Rsa3072,
-        KeyTypeArg::Rsa4096 => KeyType::Rsa4096,
-    };
     let new_root = match token {
-        None => file_root(org, unit, node_id, key_type, days, passphrase)?,
-        Some(t) => token_root(org, unit, node_id, key_type, days, t, passphrase)?,
+        None => file_root(naming, node_id, key_type, days, passphrase)?,
+        Some(t) => token_root(naming, node_id, key_type, days, t, passphrase)?,
     };
     let root_der = new_root.root_der;
     let (private_name, private_bytes) = new_root.private_file;
@@ -145,8 +259,7 @@ pub async fn run(
 
 /// A root key generated here, encrypted with the passphrase, and the root certificate.
 fn file_root(
-    org: &str,
-    unit: &str,
+    naming: &Naming,
     node_id: Option<&str>,
     key_type: KeyType,
     days: u32,
@@ -156,12 +269,9 @@ fn file_root(
     keyfile::check_passphrase(&pass)?;
     let key = PrivateKey::generate(key_type)?;
     let spki = key.public_key_der()?;
-    let node_id = match node_id {
-        Some(id) => id.to_string(),
-        None => identity::node_id_from_spki(&spki),
-    };
-    let name = NodeName::new(org, unit, &node_id)?;
-    let root_der = profiles::issue_root(&key, &name, days)?;
+    let node_id = naming.node_id(node_id, &spki)?;
+    let name = NodeName::new(&naming.org, &naming.unit, &node_id)?;
+    let root_der = profiles::issue_root_up_to(&key, &name, days, naming.max_days())?;
     let encrypted = keyfile::encrypt_pem(&key, &pass)?;
     Ok(NewRoot {
         root_der,
@@ -172,8 +282,7 @@ fn file_root(
 
 /// A root key generated on the token, and the root certificate it signed.
 fn token_root(
-    org: &str,
-    unit: &str,
+    naming: &Naming,
     node_id: Option<&str>,
     key_type: KeyType,
     days: u32,
@@ -194,7 +303,7 @@ fn token_root(
             hsm::HsmError::WrongPin { .. } | hsm::HsmError::PinLocked { .. } => token_error(e),
             e => CliError::new(format!("{e}; nothing was created")),
         })?;
-    match sign_root_on_token(&key, org, unit, node_id, days) {
+    match sign_root_on_token(&key, naming, node_id, days) {
         Ok((root_der, protection)) => {
             let config = key.config();
             Ok(NewRoot {
@@ -213,8 +322,7 @@ fn token_root(
 
 fn sign_root_on_token(
     key: &TokenKey,
-    org: &str,
-    unit: &str,
+    naming: &Naming,
     node_id: Option<&str>,
     days: u32,
 ) -> CliResult<(Vec<u8>, KeyProtection)> {
@@ -225,12 +333,9 @@ fn sign_root_on_token(
             reason: protection.to_string(),
         }));
     }
-    let node_id = match node_id {
-        Some(id) => id.to_string(),
-        None => identity::node_id_from_spki(key.spki_der()),
-    };
-    let name = NodeName::new(org, unit, &node_id)?;
-    let root_der = profiles::issue_root_on_token(key, &name, days)?;
+    let node_id = naming.node_id(node_id, key.spki_der())?;
+    let name = NodeName::new(&naming.org, &naming.unit, &node_id)?;
+    let root_der = profiles::issue_root_on_token(key, &name, days, naming.max_days())?;
     Ok((root_der, protection))
 }
 
@@ -247,7 +352,7 @@ fn remove_from_token(key: TokenKey) -> String {
     }
 }
 
-fn refuse_existing(dir: &Path) -> CliResult {
+pub(crate) fn refuse_existing(dir: &Path) -> CliResult {
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if dir.join(ROOT_CERT).exists() || dir.join(PRIVATE_DIR).exists() {
@@ -276,7 +381,7 @@ fn refuse_existing(dir: &Path) -> CliResult {
     }
 }
 
-fn staging_dir(dir: &Path) -> CliResult<PathBuf> {
+pub(crate) fn staging_dir(dir: &Path) -> CliResult<PathBuf> {
     let parent = match dir.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -324,7 +429,7 @@ async fn build(
     Ok(())
 }
 
-fn install(staging: &Path, dir: &Path) -> CliResult {
+pub(crate) fn install(staging: &Path, dir: &Path) -> CliResult {
     // rename(2) atomically replaces an empty directory and fails on a non-empty one,
     // so a CA created concurrently is never overwritten.
     std::fs::rename(staging, dir).map_err(|e| {

@@ -1,12 +1,15 @@
 //! One module per command.
 
 pub mod bundle;
+pub mod import;
 pub mod info;
 pub mod init;
 pub mod list;
+pub mod partner;
 pub mod peer;
 pub mod revoke;
 pub mod server;
+pub mod swaptacular;
 pub mod verify;
 
 use peerlink_cadb::CaDb;

@@ -3,9 +3,9 @@
 use std::path::Path;
 
 use ::time::OffsetDateTime;
-use peerlink_ca::bundle::{self, VerifiedBundle};
+use peerlink_ca::profiles::CrossCertOptions;
 use peerlink_cadb::{CaDb, PeerRecord};
-use peerlink_pki::fsutil::{self, FileTransaction, PUBLIC_FILE_MODE};
+use peerlink_pki::fsutil::PUBLIC_FILE_MODE;
 use peerlink_pki::identity::Fingerprint;
 use peerlink_pki::pemfile::pem_certificate;
 use peerlink_pki::pemfile::{self, ObjectKind};
@@ -17,19 +17,15 @@ use crate::cadir::CaDir;
 use crate::error::{CliError, CliResult};
 use crate::PassphraseArg;
 
-use peerlink_pki::layout::{
-    ISSUED_BY_US, ISSUED_TO_US, PEER_BUNDLE as BUNDLE_FILE, PEER_ROOT as ROOT_FILE,
-};
+use peerlink_pki::layout::{ISSUED_BY_US, ISSUED_TO_US, PEER_SUBNET};
+use peerlink_pki::swaptacular as swpt;
 
-/// Loads and verifies a partner bundle, refusing our own and key changes for known ids.
-async fn partner_bundle(
-    ca: &CaDir,
-    db: &mut CaDb,
-    path: &Path,
-) -> CliResult<(Vec<u8>, VerifiedBundle)> {
-    let bytes = fsutil::read(path)?;
-    let b = bundle::verify(&bytes, OffsetDateTime::now_utc())
-        .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+use super::partner::Partner;
+
+/// Loads and verifies a partner bundle (either kind), refusing our own and key
+/// changes for known ids.
+async fn partner_bundle(ca: &CaDir, db: &mut CaDb, path: &Path) -> CliResult<Partner> {
+    let b = Partner::load(path)?;
     if b.identity.node_id == ca.identity.node_id || b.identity.spki_der == ca.identity.spki_der {
         return Err(CliError::new(format!(
             "{} is this node's own bundle (node id {}); sign the partner's bundle instead",
@@ -55,21 +51,17 @@ async fn partner_bundle(
             )));
         }
     }
-    Ok((bytes, b))
+    Ok(b)
 }
 
-fn peer_record(
-    b: &VerifiedBundle,
-    existing: Option<&PeerRecord>,
-    now: OffsetDateTime,
-) -> PeerRecord {
+fn peer_record(b: &Partner, existing: Option<&PeerRecord>, now: OffsetDateTime) -> PeerRecord {
     PeerRecord {
         node_id: b.identity.node_id.clone(),
         subject: b.identity.subject.clone(),
         subject_der: b.identity.subject_der.clone(),
         spki_der: b.identity.spki_der.clone(),
         root_fingerprint: hex::encode(b.identity.fingerprint.0),
-        endpoints: b.info.endpoints.clone(),
+        endpoints: b.endpoints.clone(),
         status: "active".into(),
         added_at: existing.map_or_else(|| rfc3339(now), |p| p.added_at.clone()),
         updated_at: rfc3339(now),
@@ -77,22 +69,32 @@ fn peer_record(
     }
 }
 
+/// The options of `sign-peer` besides the files.
+pub struct SignOptions {
+    /// `--days`; the default depends on the partner's kind.
+    pub days: Option<u32>,
+    /// `--subnet`, for an accounting authority signing a Swaptacular agent.
+    pub subnet: Option<String>,
+    /// `--expect-fingerprint`.
+    pub expect_fingerprint: Option<String>,
+    /// `--reactivate`.
+    pub reactivate: bool,
+}
+
 /// Runs `sign-peer`.
 pub async fn sign(
     dir: &Path,
     bundle_path: &Path,
     out: &Path,
-    days: u32,
-    expect_fingerprint: Option<&str>,
-    reactivate: bool,
+    options: &SignOptions,
     passphrase: &PassphraseArg,
 ) -> CliResult {
     let ca = CaDir::open(dir)?;
     ca.check_output(out)?;
     let mut db = ca.db().await?;
-    let (bundle_bytes, b) = partner_bundle(&ca, &mut db, bundle_path).await?;
+    let b = partner_bundle(&ca, &mut db, bundle_path).await?;
     if let Some(known) = db.peer(&b.identity.node_id).await? {
-        if known.status == "revoked" && !reactivate {
+        if known.status == "revoked" && !options.reactivate {
             return Err(CliError::new(format!(
                 "peer {} was revoked on {}; its root key may be compromised. If the partnership \
                  really resumes with the same root key, confirm with --reactivate",
@@ -104,8 +106,8 @@ pub async fn sign(
         "Bundle {} is valid and signed by its root.",
         bundle_path.display()
     );
-    super::bundle::print_identity(&b);
-    if let Some(expected) = expect_fingerprint {
+    b.print();
+    if let Some(expected) = &options.expect_fingerprint {
         let expected = Fingerprint::parse(expected).ok_or_else(|| {
             CliError::new("--expect-fingerprint is not a SHA-256 fingerprint (64 hex digits)")
         })?;
@@ -118,11 +120,57 @@ pub async fn sign(
         }
         println!("Fingerprint matches the expected one.");
     }
-    peerlink_ca::profiles::validity_days(days)?;
+    let (days, cross_options, subnet) = match &b.swaptacular {
+        Some(info) => {
+            let terms = super::partner::swaptacular_terms(
+                &ca,
+                &mut db,
+                info.node_type,
+                &b.identity.node_id,
+                options.subnet.as_deref(),
+            )
+            .await?;
+            let cross = CrossCertOptions {
+                max_days: swpt::MAX_DAYS,
+                ns_comment: terms.subnet.as_deref().map(swpt::subnet_comment),
+            };
+            (
+                options.days.unwrap_or(swpt::DEFAULT_DAYS),
+                cross,
+                terms.subnet,
+            )
+        }
+        None => {
+            if options.subnet.is_some() {
+                return Err(CliError::new(
+                    "--subnet is for Swaptacular info-bundles; this is a peerlink bundle",
+                ));
+            }
+            (
+                options.days.unwrap_or(1825),
+                CrossCertOptions::default(),
+                None,
+            )
+        }
+    };
+    peerlink_ca::profiles::validity_days_up_to(days, cross_options.max_days)?;
 
     let signer = ca.signer(passphrase)?;
-    let issued = signer.issue_cross_cert(&b.identity, days)?;
+    let issued = signer.issue_cross_cert_with(&b.identity, days, &cross_options)?;
     let now = OffsetDateTime::now_utc();
+    if b.swaptacular.is_some() && issued.not_after.year() < now.year() + swpt::MIN_PEER_CERT_YEARS {
+        return Err(CliError::new(format!(
+            "the cross-certificate would end on {} (capped at {}), but Swaptacular's register-peer \
+             refuses one that ends less than {} years from now; nothing was written",
+            rfc3339(issued.not_after),
+            if ca.identity.not_after < b.identity.not_after {
+                "our root's expiry: this CA's root is too short-lived for Swaptacular"
+            } else {
+                "the partner's root's expiry"
+            },
+            swpt::MIN_PEER_CERT_YEARS
+        )));
+    }
     let existing = db.peer(&b.identity.node_id).await?;
 
     super::in_transaction(&mut db, async |db, files| {
@@ -133,12 +181,19 @@ pub async fn sign(
         files.write(out, issued.pem().as_bytes(), PUBLIC_FILE_MODE)?;
         let peer_dir = ca.peer_dir(&b.identity.node_id);
         files.create_dir(&peer_dir, 0o755)?;
-        write_partner_files(files, &peer_dir, &bundle_bytes, &b)?;
+        b.write_files(files, &peer_dir)?;
         files.write(
             &peer_dir.join(ISSUED_BY_US),
             issued.pem().as_bytes(),
             PUBLIC_FILE_MODE,
         )?;
+        if let Some(subnet) = &subnet {
+            files.write(
+                &peer_dir.join(PEER_SUBNET),
+                format!("{subnet}\n").as_bytes(),
+                PUBLIC_FILE_MODE,
+            )?;
+        }
         Ok(())
     })
     .await?;
@@ -165,7 +220,7 @@ pub async fn sign(
 pub async fn register(dir: &Path, bundle_path: &Path, cert_path: &Path) -> CliResult {
     let ca = CaDir::open(dir)?;
     let mut db = ca.db().await?;
-    let (bundle_bytes, b) = partner_bundle(&ca, &mut db, bundle_path).await?;
+    let b = partner_bundle(&ca, &mut db, bundle_path).await?;
     let cert_der = pemfile::load_one(cert_path, ObjectKind::Certificate)?;
     check_cross_cert_for_us(&ca, &b, &cert_der, cert_path)?;
     let (_, cert) = X509Certificate::from_der(&cert_der)
@@ -183,8 +238,8 @@ pub async fn register(dir: &Path, bundle_path: &Path, cert_path: &Path) -> CliRe
             .await?;
         let peer_dir = ca.peer_dir(&b.identity.node_id);
         files.create_dir(&peer_dir, 0o755)?;
-        if !peer_dir.join(BUNDLE_FILE).exists() {
-            write_partner_files(files, &peer_dir, &bundle_bytes, &b)?;
+        if !b.files_present(&peer_dir) {
+            b.write_files(files, &peer_dir)?;
         }
         files.write(
             &peer_dir.join(ISSUED_TO_US),
@@ -199,6 +254,9 @@ pub async fn register(dir: &Path, bundle_path: &Path, cert_path: &Path) -> CliRe
         b.identity.node_id,
         rfc3339(not_after)
     );
+    if let Some(subnet) = subnet_comment(&cert) {
+        println!("The certificate gives us the Swaptacular subnet {subnet}.");
+    }
     if existing.is_none() {
         println!(
             "Note: we have not cross-signed {} yet; run ca-tool sign-peer with their bundle so they can dial us too.",
@@ -208,27 +266,25 @@ pub async fn register(dir: &Path, bundle_path: &Path, cert_path: &Path) -> CliRe
     Ok(())
 }
 
-/// Both halves of a partnership must store the partner's bundle and root under the
-/// same names and modes: gateways and later commands read them from there.
-fn write_partner_files(
-    files: &mut FileTransaction,
-    peer_dir: &Path,
-    bundle_bytes: &[u8],
-    b: &VerifiedBundle,
-) -> CliResult {
-    files.write(&peer_dir.join(BUNDLE_FILE), bundle_bytes, PUBLIC_FILE_MODE)?;
-    files.write(
-        &peer_dir.join(ROOT_FILE),
-        pem_certificate(&b.root_der).as_bytes(),
-        PUBLIC_FILE_MODE,
-    )?;
-    Ok(())
+/// The subnet in a certificate's `nsComment` (`Subnet: HEX`), if any.
+fn subnet_comment(cert: &X509Certificate<'_>) -> Option<String> {
+    cert.extensions()
+        .iter()
+        .find_map(|e| match e.parsed_extension() {
+            ParsedExtension::NsCertComment(c) => swpt::subnet_of_comment(c).map(str::to_string),
+            _ => None,
+        })
 }
 
 /// A cross-cert issued to us must be: issued and signed by the partner's root, name our
 /// subject (byte-identical) and our key, be a CA with pathlen 0, and carry a critical
 /// nameConstraints permitting exactly our DN.
-fn check_cross_cert_for_us(ca: &CaDir, b: &VerifiedBundle, der: &[u8], path: &Path) -> CliResult {
+pub(crate) fn check_cross_cert_for_us(
+    ca: &CaDir,
+    b: &Partner,
+    der: &[u8],
+    path: &Path,
+) -> CliResult {
     let refuse = |why: String| {
         CliError::new(format!(
             "{} is not a valid cross-certificate for us from {}: {why}",

@@ -343,7 +343,13 @@ async fn untracked_messages_keep_their_type_and_are_never_deduplicated() {
             message_type: "PrepareTransfer".into(),
             body: b"{}".to_vec(),
         };
-        assert_eq!(store.store_untracked("a", &[m.clone(), m.clone()]).await.unwrap(), 2);
+        assert_eq!(
+            store
+                .store_untracked("a", &[m.clone(), m.clone()])
+                .await
+                .unwrap(),
+            2
+        );
         assert_eq!(store.store_untracked("a", &[m]).await.unwrap(), 1);
         let inbox = store.inbox(10).await.unwrap();
         assert_eq!(inbox.len(), 3, "{kind}");
@@ -355,7 +361,11 @@ async fn untracked_messages_keep_their_type_and_are_never_deduplicated() {
         typed.message_type = Some("AccountUpdate".into());
         store.enqueue(&[typed]).await.unwrap();
         let out = store.outbox_after("b", 0, 10).await.unwrap();
-        assert_eq!(out[0].message_type.as_deref(), Some("AccountUpdate"), "{kind}");
+        assert_eq!(
+            out[0].message_type.as_deref(),
+            Some("AccountUpdate"),
+            "{kind}"
+        );
         store.close().await;
     }
 }

@@ -216,7 +216,14 @@ fn check_self_signed_ca(
     cert: &X509Certificate<'_>,
     now: OffsetDateTime,
 ) -> Result<(), BundleError> {
-    let bad = |m: &str| BundleError::BadRoot(m.to_string());
+    check_root(cert, now).map_err(BundleError::BadRoot)
+}
+
+/// What a partner's root must be, whatever the bundle format: self-signed (issuer =
+/// subject, signature verifies with its own key), a CA, keyCertSign if it has a
+/// keyUsage, valid at `now`. `Err` says why not.
+pub(crate) fn check_root(cert: &X509Certificate<'_>, now: OffsetDateTime) -> Result<(), String> {
+    let bad = |m: &str| m.to_string();
     if cert.issuer().as_raw() != cert.subject().as_raw() {
         return Err(bad("it is not self-signed (issuer differs from subject)"));
     }
@@ -227,8 +234,8 @@ fn check_self_signed_ca(
         &cert.signature_value.data,
     )
     .map_err(|e| match e {
-        SignatureError::MalformedKey(_) => BundleError::BadRoot(e.to_string()),
-        e => BundleError::BadRoot(format!("self-signature: {e}")),
+        SignatureError::MalformedKey(_) => e.to_string(),
+        e => format!("self-signature: {e}"),
     })?;
     match cert.basic_constraints() {
         Ok(Some(bc)) if bc.value.ca => {}

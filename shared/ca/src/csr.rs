@@ -50,9 +50,29 @@ pub enum CsrError {
     UnsupportedKey,
 }
 
-/// Parses a DER CSR, verifies its signature, and checks that its subject is `our_subject_der`
-/// optionally followed by a single CN.
-pub fn verify_csr(der: &[u8], our_subject_der: &[u8]) -> Result<VerifiedCsr, CsrError> {
+/// A CSR whose signature verifies, whatever its subject.
+#[derive(Debug, Clone)]
+pub struct SignedCsr {
+    /// The requested key (DER SubjectPublicKeyInfo).
+    pub spki_der: Vec<u8>,
+    /// The requested subject, raw DER.
+    pub subject_der: Vec<u8>,
+}
+
+/// Parses a DER CSR and verifies its signature (proof of possession of its key),
+/// without judging its subject: a Swaptacular info-bundle's CSR names the
+/// partner, and is compared with the partner's root.
+pub fn parse_csr(der: &[u8]) -> Result<SignedCsr, CsrError> {
+    let csr = parse_signed(der)?;
+    let info = &csr.certification_request_info;
+    Ok(SignedCsr {
+        spki_der: info.subject_pki.raw.to_vec(),
+        subject_der: info.subject.as_raw().to_vec(),
+    })
+}
+
+/// The parsed request, once its self-signature verified.
+fn parse_signed(der: &[u8]) -> Result<X509CertificationRequest<'_>, CsrError> {
     let (rest, csr) =
         X509CertificationRequest::from_der(der).map_err(|e| CsrError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
@@ -61,9 +81,8 @@ pub fn verify_csr(der: &[u8], our_subject_der: &[u8]) -> Result<VerifiedCsr, Csr
         ));
     }
     let info = &csr.certification_request_info;
-    let spki = &info.subject_pki;
     signature::verify_signed(
-        spki.raw,
+        info.subject_pki.raw,
         &csr.signature_algorithm,
         info.raw,
         &csr.signature_value.data,
@@ -72,6 +91,15 @@ pub fn verify_csr(der: &[u8], our_subject_der: &[u8]) -> Result<VerifiedCsr, Csr
         SignatureError::MalformedKey(_) => CsrError::Malformed(e.to_string()),
         e => CsrError::BadSignature(e.to_string()),
     })?;
+    Ok(csr)
+}
+
+/// Parses a DER CSR, verifies its signature, and checks that its subject is `our_subject_der`
+/// optionally followed by a single CN.
+pub fn verify_csr(der: &[u8], our_subject_der: &[u8]) -> Result<VerifiedCsr, CsrError> {
+    let csr = parse_signed(der)?;
+    let info = &csr.certification_request_info;
+    let spki = &info.subject_pki;
     let key_type = key_type_of(spki).ok_or(CsrError::UnsupportedKey)?;
 
     let (_, ours) = X509Name::from_der(our_subject_der)

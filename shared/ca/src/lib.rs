@@ -8,7 +8,8 @@
 //! `peerlink-pki`.
 //!
 //! Only `ca-tool` depends on this crate for its work (tests and benchmarks of
-//! the other crates use it to make certificates as `ca-tool` does). The gateway
+//! the other crates use it to make certificates as `ca-tool` does). Swaptacular
+//! info-bundles and imported swpt_ca_scripts keys are in [`swaptacular`]. The gateway
 //! must never depend on it: it would link issuance code it never calls.
 //! PKCS#11 is a feature rather than always on so that cryptoki, which loads
 //! vendor modules at run time, is built only for `ca-tool`, which enables it;
@@ -21,3 +22,4 @@ pub mod csr;
 pub mod hsm;
 pub mod keyfile;
 pub mod profiles;
+pub mod swaptacular;

@@ -156,11 +156,24 @@ pub fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
-/// Validity window starting now (minus [`BACKDATE`]) for `days`.
+/// Longest validity (days) of the default profile: 100 years.
+pub const MAX_DAYS: u32 = 365 * 100;
+
+/// Validity window starting now (minus [`BACKDATE`]) for `days`, at most [`MAX_DAYS`].
 pub fn validity_days(days: u32) -> Result<(OffsetDateTime, OffsetDateTime), IssueError> {
-    if days == 0 || days > 365 * 100 {
+    validity_days_up_to(days, MAX_DAYS)
+}
+
+/// Validity window starting now (minus [`BACKDATE`]) for `days`, at most
+/// `max_days` (the Swaptacular profile allows centuries: its peers refuse
+/// anything shorter than 500 years).
+pub fn validity_days_up_to(
+    days: u32,
+    max_days: u32,
+) -> Result<(OffsetDateTime, OffsetDateTime), IssueError> {
+    if days == 0 || days > max_days {
         return Err(IssueError::Validity(format!(
-            "--days {days} must be between 1 and 36500"
+            "--days {days} must be between 1 and {max_days}"
         )));
     }
     let now = OffsetDateTime::now_utc();
@@ -171,8 +184,19 @@ pub fn validity_days(days: u32) -> Result<(OffsetDateTime, OffsetDateTime), Issu
 /// Creates the self-signed root CA certificate (pathlen 1, keyCertSign + cRLSign,
 /// SKI by method 1: [`key_identifier`]).
 pub fn issue_root(key: &PrivateKey, name: &NodeName, days: u32) -> Result<Vec<u8>, IssueError> {
+    issue_root_up_to(key, name, days, MAX_DAYS)
+}
+
+/// Like [`issue_root`], allowing up to `max_days` (the Swaptacular profile's roots
+/// last about 1000 years, as swpt_ca_scripts makes them).
+pub fn issue_root_up_to(
+    key: &PrivateKey,
+    name: &NodeName,
+    days: u32,
+    max_days: u32,
+) -> Result<Vec<u8>, IssueError> {
     let signing = key.signing_key()?;
-    issue_root_with(&signing, name, days, build_err)
+    issue_root_with(&signing, name, days, max_days, build_err)
 }
 
 /// Creates the self-signed root CA certificate with a key on a PKCS#11 token, and
@@ -182,8 +206,9 @@ pub fn issue_root_on_token(
     key: &crate::hsm::TokenKey,
     name: &NodeName,
     days: u32,
+    max_days: u32,
 ) -> Result<Vec<u8>, IssueError> {
-    let der = issue_root_with(key, name, days, |e| token_error(key, e))?;
+    let der = issue_root_with(key, name, days, max_days, |e| token_error(key, e))?;
     check_self_signature(&der)?;
     Ok(der)
 }
@@ -219,9 +244,10 @@ fn issue_root_with<K: rcgen::SigningKey>(
     key: &K,
     name: &NodeName,
     days: u32,
+    max_days: u32,
     error: impl Fn(rcgen::Error) -> IssueError,
 ) -> Result<Vec<u8>, IssueError> {
-    let (not_before, not_after) = validity_days(days)?;
+    let (not_before, not_after) = validity_days_up_to(days, max_days)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = name.to_rcgen()?;
     params.not_before = not_before;
@@ -356,6 +382,30 @@ impl RootSigner {
         self.issuer.key().sign(message).map_err(|e| self.err(e))
     }
 
+    /// A certificate signing request for our own root (its subject, byte for byte,
+    /// and key, signed by the root key): what a Swaptacular info-bundle carries so
+    /// that the partner's `openssl ca` can cross-sign our root.
+    pub fn root_csr(&self) -> Result<Vec<u8>, IssueError> {
+        let (_, subject) = X509Name::from_der(&self.identity.subject_der)
+            .map_err(|e| IssueError::Mismatch(format!("root subject: {e}")))?;
+        let mut params = CertificateParams::default();
+        params.distinguished_name = rcgen_name(&subject)?;
+        let csr = params
+            .serialize_request(self.issuer.key())
+            .map_err(|e| self.err(e))?;
+        let der = csr.der().to_vec();
+        let verified = crate::csr::parse_csr(&der)
+            .map_err(|e| IssueError::Mismatch(format!("root CSR: {e}")))?;
+        if verified.subject_der != self.identity.subject_der
+            || verified.spki_der != self.identity.spki_der
+        {
+            return Err(IssueError::Mismatch(
+                "the root CSR does not carry the root's subject and key byte for byte".into(),
+            ));
+        }
+        Ok(der)
+    }
+
     /// The root key's type, which determines the bundle signature algorithm.
     pub fn key_type(&self) -> KeyType {
         self.key_type
@@ -377,7 +427,19 @@ impl RootSigner {
         partner: &NodeIdentity,
         days: u32,
     ) -> Result<Issued, IssueError> {
-        let (not_before, not_after) = validity_days(days)?;
+        self.issue_cross_cert_with(partner, days, &CrossCertOptions::default())
+    }
+
+    /// [`RootSigner::issue_cross_cert`] with the options of another profile
+    /// (the Swaptacular one: centuries, and an accounting authority's `Subnet:`
+    /// comment).
+    pub fn issue_cross_cert_with(
+        &self,
+        partner: &NodeIdentity,
+        days: u32,
+        options: &CrossCertOptions,
+    ) -> Result<Issued, IssueError> {
+        let (not_before, not_after) = validity_days_up_to(days, options.max_days)?;
         let (mut not_after, mut capped) = self.cap(not_after);
         if not_after > partner.not_after {
             not_after = partner.not_after;
@@ -404,6 +466,9 @@ impl RootSigner {
             None => key_identifier(&partner.spki_der)?,
         });
         params.use_authority_key_identifier_extension = true;
+        if let Some(comment) = &options.ns_comment {
+            params.custom_extensions.push(ns_comment(comment)?);
+        }
         let public_key = rcgen::SubjectPublicKeyInfo::from_der(&partner.spki_der)
             .map_err(|e| IssueError::Build(format!("partner key: {e}")))?;
         let cert = params
@@ -545,6 +610,38 @@ impl RootSigner {
         }
         Ok(())
     }
+}
+
+/// What distinguishes the cross-certificates of one profile from another's.
+#[derive(Debug, Clone)]
+pub struct CrossCertOptions {
+    /// Longest validity accepted (days).
+    pub max_days: u32,
+    /// A Netscape comment (`nsComment`, non-critical), such as the `Subnet: ...`
+    /// an accounting authority gives a Swaptacular agent.
+    pub ns_comment: Option<String>,
+}
+
+impl Default for CrossCertOptions {
+    fn default() -> CrossCertOptions {
+        CrossCertOptions {
+            max_days: MAX_DAYS,
+            ns_comment: None,
+        }
+    }
+}
+
+/// The `nsComment` extension: an IA5String, non-critical, as openssl writes it.
+fn ns_comment(text: &str) -> Result<rcgen::CustomExtension, IssueError> {
+    if !text.is_ascii() || text.chars().any(|c| c.is_ascii_control()) || text.len() > 1024 {
+        return Err(IssueError::Build(format!(
+            "the certificate comment {text:?} must be at most 1024 printable ASCII characters"
+        )));
+    }
+    Ok(rcgen::CustomExtension::from_oid_content(
+        peerlink_pki::swaptacular::OID_NS_COMMENT,
+        peerlink_pki::der::encode(0x16, text.as_bytes()),
+    ))
 }
 
 /// Describes a certificate just issued, for the database and the operator.

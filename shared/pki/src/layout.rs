@@ -13,6 +13,10 @@
 //! DIR/peers/<id>/root.crt            the partner's root (pinned trust anchor for dialing them)
 //! DIR/peers/<id>/issued-by-us.crt    the cross-cert we issued them
 //! DIR/peers/<id>/issued-to-us.crt    the cross-cert they issued us (presented when dialing)
+//! DIR/peers/<id>/infobundle.zip      a Swaptacular partner's info-bundle as received
+//! DIR/peers/<id>/stomp.toml          a Swaptacular partner's STOMP servers manifest
+//! DIR/peers/<id>/subnet.txt          the subnet we (an accounting authority) gave the partner
+//! DIR/nodeinfo/stomp.toml            our own STOMP servers manifest (Swaptacular profile)
 //! ```
 //! Everything outside `private/` is public and is what gateway hosts read.
 
@@ -41,6 +45,17 @@ pub const PEER_ROOT: &str = "root.crt";
 pub const ISSUED_BY_US: &str = "issued-by-us.crt";
 /// The cross-cert the partner issued us.
 pub const ISSUED_TO_US: &str = "issued-to-us.crt";
+
+/// A Swaptacular partner's info-bundle as received (instead of [`PEER_BUNDLE`]).
+pub const PEER_INFOBUNDLE: &str = "infobundle.zip";
+/// A Swaptacular partner's STOMP servers manifest, from its info-bundle.
+pub const PEER_STOMP: &str = "stomp.toml";
+/// The subnet an accounting authority gave the partner (the `Subnet:` comment
+/// of the cross-cert), kept so that no subnet is given twice.
+pub const PEER_SUBNET: &str = "subnet.txt";
+/// Our own node info (Swaptacular profile): what `export-bundle --format
+/// swaptacular` puts into the info-bundle when no STOMP endpoint is given.
+pub const NODEINFO_DIR: &str = "nodeinfo";
 
 /// Directory of one partner inside a CA directory.
 pub fn peer_dir(ca_dir: &Path, node_id: &str) -> PathBuf {

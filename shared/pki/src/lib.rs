@@ -3,7 +3,8 @@
 //! Who a node is (identity, node ids, fingerprints, names), its keys in memory
 //! and as unencrypted PKCS#8, the one DER reader, PEM files as operators hand
 //! them over, the signature algorithms, the CA directory's file names, RFC 3339
-//! times, crash-safe file writing, and the X.509 chain validator. The offline
+//! times, crash-safe file writing, Swaptacular's identity rules and STOMP
+//! manifests ([`swaptacular`]), and the X.509 chain validator. The offline
 //! CA and the gateway both validate through [`validate`], so they can never
 //! disagree about what a valid peer is.
 //!
@@ -20,5 +21,6 @@ pub mod keys;
 pub mod layout;
 pub mod pemfile;
 pub mod signature;
+pub mod swaptacular;
 pub mod timefmt;
 pub mod validate;

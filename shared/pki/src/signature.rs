@@ -127,3 +127,21 @@ pub fn algorithm_for(
         KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => algs::RSA_PKCS1_2048_8192_SHA256,
     }
 }
+
+/// The algorithm of a signature made with SHA-256 by a key of `key_type`, as
+/// `openssl dgst -sha256 -sign` makes them (Swaptacular's info-bundles):
+/// PKCS#1 v1.5 for RSA, ECDSA (DER) for P-256 and P-384. `None` for Ed25519,
+/// which signs no SHA-256 digest.
+pub fn sha256_algorithm_for(
+    key_type: crate::keys::KeyType,
+) -> Option<&'static dyn SignatureVerificationAlgorithm> {
+    use crate::keys::KeyType;
+    match key_type {
+        KeyType::EcdsaP256 => Some(algs::ECDSA_P256_SHA256),
+        KeyType::EcdsaP384 => Some(algs::ECDSA_P384_SHA256),
+        KeyType::Ed25519 => None,
+        KeyType::Rsa2048 | KeyType::Rsa3072 | KeyType::Rsa4096 => {
+            Some(algs::RSA_PKCS1_2048_8192_SHA256)
+        }
+    }
+}

@@ -94,6 +94,7 @@ fn other_partners(count: usize) -> Vec<PeerTrust> {
                 status: PeerStatus::Active,
                 crl_der: None,
                 issued_to_us_not_after: None,
+                stomp: None,
             }
         })
         .collect()

@@ -37,6 +37,7 @@
 //! # drop(stream); Ok(()) }
 //! ```
 
+mod swaptacular;
 #[cfg(test)]
 mod tests;
 mod trust;
@@ -54,6 +55,7 @@ use rustls::{ClientConfig, ServerConfig};
 use tokio::io::{AsyncRead, AsyncWrite};
 use x509_parser::prelude::*;
 
+pub use swaptacular::NodeDirLayout;
 pub use trust::{
     not_after, parse_unencrypted_key, NodeTrust, PeerStatus, PeerTrust, ServerIdentity, TrustError,
 };

@@ -63,6 +63,7 @@ fn trust(me: &Node, partner: &Node, status: PeerStatus) -> Arc<NodeTrust> {
             status,
             crl_der: None,
             issued_to_us_not_after: None,
+            stomp: None,
         },
     );
     Arc::new(NodeTrust {
@@ -349,4 +350,119 @@ async fn an_expired_root_is_refused_as_the_anchor_on_both_sides() {
     assert!(leaf
         .validity()
         .is_valid_at(x509_parser::time::ASN1Time::from(now)));
+}
+
+// ---------------------------------------------------------------------------
+// Swaptacular node directories: the real ones in ../shared/third_party
+// ---------------------------------------------------------------------------
+
+/// swpt_stomp's test node directories (AA, CA, DA; made by swpt_ca_scripts),
+/// in the `shared/` folder beside the repository.
+fn swpt_test_data(node: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/third_party/swpt_stomp/test_data")
+        .join(node)
+}
+
+async fn swpt_node(node: &str) -> PeerTls {
+    let dir = swpt_test_data(node);
+    let trust = Arc::new(NodeTrust::load(&dir, &BTreeMap::new()).await.unwrap());
+    let identity =
+        ServerIdentity::load(&dir.join("server.crt"), &dir.join("server.key"), &trust).unwrap();
+    PeerTls::new(trust, Arc::new(identity)).unwrap()
+}
+
+#[tokio::test]
+async fn a_swaptacular_node_directory_is_read_as_swpt_stomp_reads_it() {
+    let dir = swpt_test_data("AA");
+    assert_eq!(
+        NodeDirLayout::detect(&dir).unwrap(),
+        NodeDirLayout::Swaptacular
+    );
+    let trust = NodeTrust::load(&dir, &BTreeMap::new()).await.unwrap();
+    assert_eq!(trust.identity.node_id, "1234abcd");
+    let ids: Vec<_> = trust.peers.keys().cloned().collect();
+    assert_eq!(
+        ids,
+        [
+            "060791aeca7637fa3357dfc0299fb4c5",
+            "09cab36b6079e09c32a9dfd60446c469",
+            "5921983fe0e6eb987aeedca54ad3c708"
+        ]
+    );
+    let creditors = &trust.peers["5921983fe0e6eb987aeedca54ad3c708"];
+    assert_eq!(creditors.status, PeerStatus::Active);
+    assert!(creditors.can_dial());
+    assert!(creditors.endpoints.is_empty());
+    let stomp = creditors.stomp.as_ref().unwrap();
+    assert_eq!(stomp.servers, ["127.0.0.1:1235"]);
+    assert_eq!(stomp.host_for("1234abcd"), "/1234abcd");
+    assert_eq!(stomp.destination_for("1234abcd"), "/exchange/creditors_in");
+    assert!(stomp.accepts("application/json"));
+    // DEACTIVATED: listed, but inactive.
+    let deactivated = &trust.peers["09cab36b6079e09c32a9dfd60446c469"];
+    assert_eq!(deactivated.status, PeerStatus::Inactive);
+    assert!(deactivated.stomp.is_some());
+    assert_eq!(
+        trust
+            .peer_by_subject(&creditors.subject_der)
+            .map(|p| p.node_id.as_str()),
+        Some("5921983fe0e6eb987aeedca54ad3c708")
+    );
+}
+
+#[tokio::test]
+async fn swaptacular_nodes_authenticate_each_other_with_their_real_certificates() {
+    let aa = swpt_node("AA").await;
+    let ca = swpt_node("CA").await;
+    let da = swpt_node("DA").await;
+    // The creditors agent dials the accounting authority and the other way round.
+    let (accepted, connected) = handshake(&aa, &ca, "1234abcd").await;
+    assert_eq!(accepted.unwrap(), "5921983fe0e6eb987aeedca54ad3c708");
+    connected.unwrap();
+    let (accepted, connected) = handshake(&ca, &aa, "5921983fe0e6eb987aeedca54ad3c708").await;
+    assert_eq!(accepted.unwrap(), "1234abcd");
+    connected.unwrap();
+    let (accepted, connected) = handshake(&aa, &da, "1234abcd").await;
+    assert_eq!(accepted.unwrap(), "060791aeca7637fa3357dfc0299fb4c5");
+    connected.unwrap();
+    // Agents are no partners of each other: the debtors agent does not know the creditors agent.
+    let (accepted, _) = handshake(&da, &ca, "1234abcd").await;
+    assert!(accepted.is_err());
+}
+
+#[tokio::test]
+async fn a_swaptacular_directory_that_contradicts_itself_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("AA");
+    std::fs::create_dir_all(dir.join("db")).unwrap();
+    std::fs::copy(
+        swpt_test_data("AA").join("root-ca.crt"),
+        dir.join("root-ca.crt"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("db/nodeid"), "deadbeef\n").unwrap();
+    let err = NodeTrust::load(&dir, &BTreeMap::new()).await.unwrap_err();
+    assert!(err.to_string().contains("inconsistent"), "{err}");
+    std::fs::write(dir.join("db/nodeid"), "1234abcd\n").unwrap();
+    let peer = dir.join("peers/0000000000000000000000000000000a");
+    std::fs::create_dir_all(peer.join("nodeinfo")).unwrap();
+    let real = swpt_test_data("AA").join("peers/5921983fe0e6eb987aeedca54ad3c708");
+    std::fs::copy(real.join("root-ca.crt"), peer.join("root-ca.crt")).unwrap();
+    let err = NodeTrust::load(&dir, &BTreeMap::new()).await.unwrap_err();
+    assert!(err.to_string().contains("directory name"), "{err}");
+    std::fs::remove_dir_all(&peer).unwrap();
+    let peer = dir.join("peers/5921983fe0e6eb987aeedca54ad3c708");
+    std::fs::create_dir_all(peer.join("nodeinfo")).unwrap();
+    std::fs::copy(real.join("root-ca.crt"), peer.join("root-ca.crt")).unwrap();
+    std::fs::write(peer.join("nodeinfo/stomp.toml"), "servers = []\n").unwrap();
+    let err = NodeTrust::load(&dir, &BTreeMap::new()).await.unwrap_err();
+    assert!(err.to_string().contains("stomp.toml"), "{err}");
+    std::fs::remove_file(peer.join("nodeinfo/stomp.toml")).unwrap();
+    let trust = NodeTrust::load(&dir, &BTreeMap::new()).await.unwrap();
+    // No sub-ca.crt and no ACTIVE: known, but not linked with.
+    assert_eq!(
+        trust.peers["5921983fe0e6eb987aeedca54ad3c708"].status,
+        PeerStatus::Inactive
+    );
 }

@@ -16,7 +16,10 @@ use peerlink_pki::identity::NodeIdentity;
 use peerlink_pki::keys::PrivateKey;
 use peerlink_pki::layout;
 use peerlink_pki::pemfile::{self, ObjectKind};
+use peerlink_pki::swaptacular::StompManifest;
 use peerlink_pki::validate::{validate_chain, Purpose, ValidationOptions};
+
+use crate::swaptacular::{self, NodeDirLayout};
 
 /// Why the trust data or the gateway identity could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +71,10 @@ pub struct PeerTrust {
     pub crl_der: Option<Vec<u8>>,
     /// Expiry of the cross-cert it issued us, if registered.
     pub issued_to_us_not_after: Option<::time::OffsetDateTime>,
+    /// A Swaptacular partner's STOMP servers manifest (its `stomp.toml`, checked
+    /// as swpt_stomp checks it): where to dial it with swpt-stomp and which
+    /// CONNECT and SEND headers to use. `None` for peerlink/1 partners.
+    pub stomp: Option<StompManifest>,
 }
 
 impl PeerTrust {
@@ -93,22 +100,43 @@ pub struct NodeTrust {
 }
 
 impl NodeTrust {
-    /// Reads the public part of a CA directory. `peer_crls` are the CRLs partners sent us
-    /// (already verified when received), by node id.
+    /// Reads the public part of a CA directory, or a Swaptacular node directory
+    /// (the layout is detected: [`NodeDirLayout::detect`]). `peer_crls` are the CRLs
+    /// partners sent us (already verified when received), by node id.
     pub async fn load(
         node_dir: &Path,
         peer_crls: &BTreeMap<String, Vec<u8>>,
     ) -> Result<NodeTrust, TrustError> {
-        let root_path = node_dir.join(layout::ROOT_CERT);
-        let root_der = pemfile::load_one(&root_path, ObjectKind::Certificate)?;
-        let identity = NodeIdentity::from_root_der(&root_der)
-            .map_err(|e| TrustError::Invalid(format!("{}: {e}", root_path.display())))?;
+        let layout = NodeDirLayout::detect(node_dir)?;
+        NodeTrust::load_layout(node_dir, peer_crls, layout).await
+    }
+
+    /// Like [`NodeTrust::load`], for a directory of a known layout.
+    pub async fn load_layout(
+        node_dir: &Path,
+        peer_crls: &BTreeMap<String, Vec<u8>>,
+        dir_layout: NodeDirLayout,
+    ) -> Result<NodeTrust, TrustError> {
         let crl_path = node_dir.join(layout::CRL_FILE);
         let crl_der = if crl_path.exists() {
             Some(pemfile::load_one(&crl_path, ObjectKind::Crl)?)
         } else {
             None
         };
+        if dir_layout == NodeDirLayout::Swaptacular {
+            let dir = swaptacular::load(node_dir, peer_crls)?;
+            return Ok(NodeTrust {
+                node_dir: node_dir.to_path_buf(),
+                root_der: dir.root_der,
+                identity: dir.identity,
+                crl_der,
+                peers: dir.peers,
+            });
+        }
+        let root_path = node_dir.join(layout::ROOT_CERT);
+        let root_der = pemfile::load_one(&root_path, ObjectKind::Certificate)?;
+        let identity = NodeIdentity::from_root_der(&root_der)
+            .map_err(|e| TrustError::Invalid(format!("{}: {e}", root_path.display())))?;
         let db_path = node_dir.join(layout::DB_FILE);
         if !db_path.exists() {
             return Err(TrustError::Invalid(format!(
@@ -140,6 +168,7 @@ impl NodeTrust {
                 (Some(crl), Ok(cert)) => serial_listed(crl, &cert),
                 _ => false,
             };
+            let stomp = load_manifest(&dir.join(layout::PEER_STOMP))?;
             peers.insert(
                 record.node_id.clone(),
                 PeerTrust {
@@ -156,6 +185,7 @@ impl NodeTrust {
                         PeerStatus::Inactive
                     },
                     issued_to_us_not_after,
+                    stomp,
                 },
             );
         }
@@ -172,6 +202,17 @@ impl NodeTrust {
     pub fn peer_by_subject(&self, subject_der: &[u8]) -> Option<&PeerTrust> {
         self.peers.values().find(|p| p.subject_der == subject_der)
     }
+}
+
+/// A Swaptacular partner's manifest stored by `ca-tool sign-peer`, if any.
+fn load_manifest(path: &Path) -> Result<Option<StompManifest>, TrustError> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = peerlink_pki::fsutil::read(path)?;
+    StompManifest::parse(&bytes)
+        .map(Some)
+        .map_err(|e| TrustError::Invalid(format!("{}: {e}", path.display())))
 }
 
 /// Whether `crl` lists the serial of `cert` (both DER; unparsable means no).

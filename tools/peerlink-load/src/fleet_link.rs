@@ -85,6 +85,7 @@ fn load_partner(
             status: PeerStatus::Active,
             crl_der: None,
             issued_to_us_not_after: None,
+            stomp: None,
         },
     );
     let id = me.node_id.clone();

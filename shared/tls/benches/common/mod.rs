@@ -143,6 +143,7 @@ pub fn peer_trust(partner: &Node, issued_to_us: &[u8], crls: bool) -> PeerTrust 
         status: PeerStatus::Active,
         crl_der: crls.then(|| partner.crl.clone()),
         issued_to_us_not_after: None,
+        stomp: None,
     }
 }
 
