@@ -231,7 +231,7 @@ fn check_for_wire(
             ));
         }
     }
-    match (api.limits.stomp.protocol_of(peer), message_type) {
+    match (api.trust.protocol_of(peer), message_type) {
         (Protocol::SwptStomp, None) => Err(error(
             StatusCode::BAD_REQUEST,
             format!("{which}{peer} speaks swpt-stomp: give the message a Message-Type (e.g. PrepareTransfer)"),

@@ -187,7 +187,7 @@ async fn dial(
     .map_err(|_| DialError::ConnectTimeout)?
     .map_err(DialError::Connect)?;
     crate::socket::tune_peer_socket(&tcp, settings);
-    if ctx.stomp.protocol_of(peer_id) == crate::config::Protocol::SwptStomp {
+    if ctx.trust.protocol_of(peer_id) == crate::config::Protocol::SwptStomp {
         let tls = ctx.trust.current();
         let handshake = tls.connect_as(tcp, peer_id, peerlink_tls::Wire::SwptStomp);
         let stream = match tokio::time::timeout(settings.handshake_timeout(), handshake).await {

@@ -90,7 +90,8 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServerError> {
 
     // The shared parts; each task gets the ones it uses.
     let settings = Arc::new(config.link.clone());
-    let trust = Arc::new(TrustHandle::new(tls, config.peers.clone()));
+    let stomp = Arc::new(config.stomp.clone());
+    let trust = Arc::new(TrustHandle::new(tls, config.peers.clone(), stomp.clone()));
     let peers = Arc::new(PeerTable::new(settings.stale_after()));
     let signals = Arc::new(Signals::default());
     let shutdown = CancellationToken::new();
@@ -103,7 +104,7 @@ pub async fn run(config_path: &std::path::Path) -> Result<(), ServerError> {
         crls,
         signals: signals.clone(),
         settings: settings.clone(),
-        stomp: Arc::new(config.stomp.clone()),
+        stomp,
         shutdown: shutdown.clone(),
     };
     let dialer = Dialer {

@@ -18,6 +18,7 @@
 //! | [`traffic`] | the producers, consumers and verdict of the crash tests |
 //! | [`raw_peer`] | a peer link driven by hand, writing `peerlink/1` frames itself |
 //! | [`netns`] | network namespaces with a NAT router, for dead-link tests |
+//! | [`swpt`] | Swaptacular's swpt_stomp in a RabbitMQ vhost, and our gateway standing in for it |
 //!
 //! The items of the first five are re-exported here (`use peerlink_e2e::*`).
 
@@ -53,4 +54,5 @@ pub mod gateway;
 pub mod messaging;
 pub mod netns;
 pub mod raw_peer;
+pub mod swpt;
 pub mod traffic;

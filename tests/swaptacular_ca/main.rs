@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `round_trip` | a node made by the scripts and one made by `ca-tool init --profile swaptacular` exchange info-bundles, sign each other's roots, register, and `openssl verify` judges the four chains; both ways round (ca-tool as accounting authority with RSA-3072, as creditors agent with P-256) |
 //! | `gateway` | `peer-gateway` runs on swpt_stomp's accounting authority node directory, in place and read-only |
+//! | `link` | then a STOMP link both ways between our gateway and swpt_stomp on exactly the certificates the round trip produced |
 //! | `import` | `import-swaptacular` on a copy of swpt_stomp's test node CA |
 //! | `hostile` | info-bundles that must be refused, leaving the CA as it was |
 //! | `pty` | (helper) a pseudo-terminal that answers the scripts' prompts |
@@ -22,6 +23,7 @@ use peerlink_e2e::*;
 mod gateway;
 mod hostile;
 mod import;
+mod link;
 mod pty;
 mod round_trip;
 
@@ -208,6 +210,29 @@ impl ToolNode {
     fn root(&self) -> PathBuf {
         self.dir.join("root-ca.crt")
     }
+}
+
+/// A temporary directory for a pair kept in a `static` for the whole run
+/// (statics are never dropped, so [`tmp`]'s would stay in /tmp): it lives
+/// under the target directory, named by our pid, and each run first removes
+/// those of runs that have ended.
+fn run_tmp() -> tempfile::TempDir {
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("swaptacular_ca");
+    std::fs::create_dir_all(&base).expect("target tmp dir");
+    for entry in std::fs::read_dir(&base)
+        .expect("list target tmp dir")
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.split('-').nth(1).unwrap_or("");
+        if !pid.is_empty() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(&format!("run-{}-", std::process::id()))
+        .tempdir_in(&base)
+        .expect("temp dir")
 }
 
 fn tmp() -> tempfile::TempDir {

@@ -5,23 +5,23 @@
 use super::*;
 
 /// Two partners after the whole exchange, and the files it produced.
-struct Pair {
-    _tmp: tempfile::TempDir,
-    ours: ToolNode,
-    ours_id: String,
-    theirs: ScriptNode,
+pub(crate) struct Pair {
+    pub(crate) _tmp: tempfile::TempDir,
+    pub(crate) ours: ToolNode,
+    pub(crate) ours_id: String,
+    pub(crate) theirs: ScriptNode,
     /// The cross-certificate ca-tool issued the script node.
-    cross_for_them: PathBuf,
+    pub(crate) cross_for_them: PathBuf,
     /// The peer certificate the script node issued us (its peers/<our id>/peercert.crt).
-    cross_for_us: PathBuf,
+    pub(crate) cross_for_us: PathBuf,
     /// Their gateway leaf (generate-serverkey + sign-servercert).
-    their_leaf: PathBuf,
+    pub(crate) their_leaf: PathBuf,
     /// Our gateway leaf (openssl req + ca-tool sign-server).
-    our_leaf: PathBuf,
+    pub(crate) our_leaf: PathBuf,
     /// What our register-peer printed.
-    our_register: Outcome,
+    pub(crate) our_register: Outcome,
     /// What their register-peer printed.
-    their_register: String,
+    pub(crate) their_register: String,
 }
 
 /// How the two nodes are made.
@@ -50,7 +50,7 @@ const TOOL_CA: Flavor = Flavor {
 };
 
 fn pair(flavor: &Flavor) -> Pair {
-    let tmp = tmp();
+    let tmp = run_tmp();
     let root = tmp.path().to_path_buf();
     let pass = write_passphrase(&root.join("pass"), &format!("{PASS}\n"));
     let theirs = ScriptNode::create(
@@ -133,7 +133,7 @@ fn tool_aa() -> Option<&'static Pair> {
     .as_ref()
 }
 
-fn tool_ca() -> Option<&'static Pair> {
+pub(crate) fn tool_ca() -> Option<&'static Pair> {
     static PAIR: OnceLock<Option<Pair>> = OnceLock::new();
     PAIR.get_or_init(|| {
         scripts_can_run("round_trip (ca-tool creditors agent)").then(|| pair(&TOOL_CA))

@@ -364,7 +364,7 @@ impl Config {
                 .map(|l| addr("listen", l))
                 .transpose()?,
             destination: rs.destination,
-            default_protocol: rs.default_protocol.unwrap_or_default(),
+            default_protocol: rs.default_protocol,
             peers: stomp_peers,
             heartbeat_ms,
             window,

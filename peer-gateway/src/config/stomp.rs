@@ -38,8 +38,10 @@ pub struct StompSettings {
     /// (`/exchange/accounts_in`, `/exchange/creditors_in`, `/exchange/debtors_in`,
     /// as swpt_stomp's server expects), else `/exchange/smp`.
     pub destination: Option<String>,
-    /// The protocol of partners without their own `protocol`.
-    pub default_protocol: Protocol,
+    /// The protocol of partners without their own `protocol`, if set; unset,
+    /// a partner that published a STOMP manifest (a Swaptacular info-bundle's
+    /// `stomp.toml`) speaks swpt-stomp and the others peerlink/1.
+    pub default_protocol: Option<Protocol>,
     /// Per partner: protocol and STOMP client settings.
     pub peers: BTreeMap<String, PeerStomp>,
     /// Heart-beat we send at least every this many ms, and want from the partner.
@@ -70,12 +72,19 @@ pub const DEFAULT_STOMP_HEARTBEAT_MS: u32 = 5_000;
 pub const DEFAULT_STOMP_WINDOW: usize = 100;
 
 impl StompSettings {
-    /// The protocol partner `peer_id` speaks.
-    pub fn protocol_of(&self, peer_id: &str) -> Protocol {
+    /// The protocol partner `peer_id` speaks: its own `protocol`, else
+    /// `[stomp] default_protocol`, else swpt-stomp exactly when it published a
+    /// STOMP manifest (`has_manifest`): a Swaptacular node's partners all do.
+    pub fn protocol_of(&self, peer_id: &str, has_manifest: bool) -> Protocol {
         self.peers
             .get(peer_id)
             .and_then(|p| p.protocol)
-            .unwrap_or(self.default_protocol)
+            .or(self.default_protocol)
+            .unwrap_or(if has_manifest {
+                Protocol::SwptStomp
+            } else {
+                Protocol::Peerlink
+            })
     }
 
     /// The destination our STOMP server accepts, for a node of organizational

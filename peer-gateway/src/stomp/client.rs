@@ -179,8 +179,12 @@ impl ClientSession {
         self.resume();
     }
 
-    /// The partner sent something that is not STOMP.
+    /// The partner sent something that is not STOMP, or the read failed.
     pub fn undecodable(&mut self, e: &StompError) {
+        if let StompError::Io(io) = e {
+            // Not the partner's frame: the connection itself failed.
+            return self.close(Err(StompLinkError::Read(io.to_string())));
+        }
         self.protocol_error(&e.to_string());
     }
 

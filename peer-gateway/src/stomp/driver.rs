@@ -98,7 +98,7 @@ pub async fn serve(ctx: LinkContext, listener: TcpListener) {
                     return;
                 }
             };
-            if ctx.stomp.protocol_of(&peer_id) != Protocol::SwptStomp {
+            if ctx.trust.protocol_of(&peer_id) != Protocol::SwptStomp {
                 ctx.record_refusal(
                     "wrong_protocol",
                     Some(&peer_id),
@@ -220,30 +220,46 @@ fn partner_active(ctx: &LinkContext, peer_id: &str) -> bool {
         .is_some_and(|p| p.status == peerlink_tls::PeerStatus::Active)
 }
 
-/// What to put in CONNECT and SEND for `peer_id`: the config's overrides, else
-/// what swpt_stomp uses (host `/`, the exchange of the partner's node type).
-/// `${NODE_ID}` stands for our node id.
+/// What to put in CONNECT and SEND for `peer_id`: the config's overrides,
+/// else the partner's published manifest (its `stomp.toml`), else what
+/// swpt_stomp would use (host `/`, the exchange of the partner's node type).
+/// `${NODE_ID}` stands for our node id, as in swpt_stomp (not in the passcode
+/// of a manifest, which swpt_stomp takes as written).
 fn client_params(ctx: &LinkContext, peer_id: &str) -> ClientParams {
     let tls = ctx.trust.current();
     let trust = tls.trust();
     let ours = &trust.identity.node_id;
     let overrides = ctx.stomp.peers.get(peer_id).cloned().unwrap_or_default();
-    let their_unit = trust
-        .peers
-        .get(peer_id)
-        .and_then(|p| super::unit_of(&p.subject_der));
-    let destination = overrides.destination.unwrap_or_else(|| {
-        format!(
+    let peer = trust.peers.get(peer_id);
+    let manifest = peer.and_then(|p| p.stomp.as_ref());
+    let their_unit = peer.and_then(|p| super::unit_of(&p.subject_der));
+    let fill = |s: String| s.replace("${NODE_ID}", ours);
+    let destination = match (overrides.destination, manifest) {
+        (Some(d), _) => fill(d),
+        (None, Some(m)) => m.destination_for(ours),
+        (None, None) => format!(
             "/exchange/{}",
             exchange_of(their_unit.as_deref().unwrap_or(""))
-        )
-    });
-    let fill = |s: String| s.replace("${NODE_ID}", ours);
+        ),
+    };
+    let host = match (overrides.host, manifest) {
+        (Some(h), _) => fill(h),
+        (None, Some(m)) => m.host_for(ours),
+        (None, None) => "/".into(),
+    };
+    let login = match overrides.login {
+        Some(l) => Some(fill(l)),
+        None => manifest.and_then(|m| m.login_for(ours)),
+    };
+    let passcode = match overrides.passcode {
+        Some(p) => Some(fill(p)),
+        None => manifest.and_then(|m| m.passcode.clone()),
+    };
     ClientParams {
-        host: fill(overrides.host.unwrap_or_else(|| "/".into())),
-        login: overrides.login.map(fill),
-        passcode: overrides.passcode.map(fill),
-        destination: fill(destination),
+        host,
+        login,
+        passcode,
+        destination,
         window: ctx.stomp.window,
         heartbeat: offer(&ctx.stomp),
         connect_timeout: ctx.settings.handshake_timeout(),

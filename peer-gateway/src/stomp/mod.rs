@@ -65,6 +65,9 @@ pub enum StompLinkError {
     /// The socket failed.
     #[error("{0}")]
     Write(String),
+    /// Reading from the socket failed (reset, TLS error, closed without close_notify).
+    #[error("connection failed: {0}")]
+    Read(String),
     /// Received messages could not be stored (not confirmed: the partner resends them).
     #[error("cannot store received messages: {0}")]
     Inbox(#[source] StoreError),

@@ -134,8 +134,18 @@ impl ServerSession {
     }
 
     /// The partner sent something that is not STOMP: say why, once what came
-    /// before is handled.
+    /// before is handled. A failed read (`StompError::Io`) ends the connection
+    /// at once, with nothing to say: nothing more can be confirmed on it.
     pub fn undecodable(&mut self, e: &StompError, now: Instant) {
+        if let StompError::Io(io) = e {
+            // Not the partner's frame: the connection itself failed.
+            let outcome = if self.disconnected {
+                Ok("the partner disconnected".into())
+            } else {
+                Err(StompLinkError::Read(io.to_string()))
+            };
+            return self.close(None, outcome);
+        }
         self.input.push_back(Input::Broken(e.to_string()));
         self.advance(now);
     }

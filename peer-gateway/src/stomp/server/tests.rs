@@ -320,3 +320,19 @@ fn bytes_that_are_not_stomp_end_the_connection_after_what_came_before() {
     );
     assert_eq!(refusal(&actions).0, "The body is too large.");
 }
+
+#[test]
+fn a_failed_read_ends_the_connection_without_blaming_the_partners_frames() {
+    let t0 = Instant::now();
+    let mut s = connected(t0);
+    let reset = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "no close_notify");
+    s.undecodable(&StompError::Io(reset), t0);
+    let actions = drain(&mut s);
+    match &actions[..] {
+        [ServerAction::Close {
+            error: None,
+            outcome: Err(StompLinkError::Read(why)),
+        }] => assert!(why.contains("no close_notify"), "{why}"),
+        other => panic!("expected a close without ERROR, got {other:?}"),
+    }
+}
