@@ -518,4 +518,49 @@ mod tests {
             "{err}"
         );
     }
+
+    #[test]
+    fn who_speaks_swpt_stomp_own_setting_then_default_then_manifest() {
+        let text = format!(
+            "{MINIMAL}[stomp]\nlisten = \"127.0.0.1:1234\"\n\
+             [peers.\"a\"]\nprotocol = \"swpt-stomp\"\nstomp_host = \"/${{NODE_ID}}\"\n\
+             [peers.\"b\"]\nprotocol = \"peerlink\"\n"
+        );
+        let c = Config::parse(&text, Path::new("g.toml")).unwrap();
+        assert_eq!(c.stomp.listen.map(|a| a.port()), Some(1234));
+        assert_eq!(c.stomp.peers["a"].host.as_deref(), Some("/${NODE_ID}"));
+        let s = &c.stomp;
+        assert_eq!(s.protocol_of("a", false), Protocol::SwptStomp);
+        assert_eq!(
+            s.protocol_of("b", true),
+            Protocol::Peerlink,
+            "own setting wins"
+        );
+        assert_eq!(s.protocol_of("c", true), Protocol::SwptStomp, "manifest");
+        assert_eq!(s.protocol_of("c", false), Protocol::Peerlink);
+        let text = format!("{MINIMAL}[stomp]\ndefault_protocol = \"peerlink\"\n");
+        let c = Config::parse(&text, Path::new("g.toml")).unwrap();
+        assert_eq!(
+            c.stomp.protocol_of("c", true),
+            Protocol::Peerlink,
+            "default wins over manifest"
+        );
+        assert_eq!(c.stomp.window, stomp::DEFAULT_STOMP_WINDOW);
+    }
+
+    #[test]
+    fn bad_stomp_settings_are_named() {
+        for (extra, key) in [
+            ("[stomp]\nheartbeat_ms = 50\n", "heartbeat_ms"),
+            ("[stomp]\nwindow = 0\n", "window"),
+            ("[stomp]\nlisten = \"nowhere\"\n", "listen"),
+            ("[stomp]\ndefault_protocol = \"amqp\"\n", "default_protocol"),
+            ("[peers.\"a\"]\nprotocol = \"stomp\"\n", "protocol"),
+        ] {
+            let err = Config::parse(&format!("{MINIMAL}{extra}"), Path::new("g.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{extra}: {err}");
+        }
+    }
 }
